@@ -1,0 +1,47 @@
+# VisionThink: `make train` and `make test` work on a fresh clone (they set up .venv first).
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONPATH := $(CURDIR)/src
+
+.PHONY: help setup train test test-fast lint format data mlflow-ui clean
+
+help: ## Show the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip check
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the pinned requirements (re-runs when they change)
+
+data: $(STAMP) ## Write the synthetic dataset under data/synthetic/
+	$(PY) -c "from visionthink.data import write_synthetic; print(write_synthetic('data/synthetic'))"
+
+train: $(STAMP) ## Run the default experiment (short CPU run; pass ARGS="key=value ...")
+	$(PY) src/train.py $(ARGS)
+
+test: $(STAMP) ## Run the test suite
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP) ## Lint with ruff
+	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
+
+format: $(STAMP) ## Format with ruff
+	$(PY) -m ruff format src tests
+	$(PY) -m ruff check --fix src tests
+
+mlflow-ui: $(STAMP) ## Open the MLflow UI on outputs/mlflow.db (http://127.0.0.1:5000)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port 5000
+
+clean: ## Remove outputs/, caches and the generated data (keeps .venv)
+	rm -rf outputs multirun data/synthetic .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,36 @@
+"""Train a VisionThink policy with multi-turn GRPO.
+
+python src/train.py                                   # short CPU run, tiny model, synthetic data
+python src/train.py reward.penalty_theta=0.3           # any config key
+python src/train.py run_name=my_run ckpt_path=last     # resume a run after a crash or kill
+python src/train.py -m hparams_search=theta_optuna     # an Optuna sweep over theta
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    from visionthink.training.run import train
+
+    metrics = train(cfg)
+    wanted = list(cfg.get("optimized_metrics") or [])
+    missing = [name for name in wanted if name not in metrics]
+    if missing:
+        raise KeyError(f"optimized_metrics {missing} were not logged; available: {sorted(metrics)}")
+    values = tuple(metrics[name] for name in wanted)
+    return values[0] if len(values) == 1 else (values or None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Batches of samples, with bad samples skipped and counted instead of ending a run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+from visionthink.data.sample import Sample, SampleError
+
+log = logging.getLogger(__name__)
+BadSamplePolicy = Literal["skip", "raise"]
+
+
+@dataclass
+class SampleBatch:
+    samples: list[Sample]
+    skipped: list[SampleError] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+class CollateSamples:
+    """Collate ``Sample | SampleError`` items; ``on_bad_sample`` decides skip (log + count) or raise."""
+
+    def __init__(self, on_bad_sample: BadSamplePolicy = "skip"):
+        if on_bad_sample not in ("skip", "raise"):
+            raise ValueError(f"data.on_bad_sample must be 'skip' or 'raise', got {on_bad_sample!r}")
+        self.on_bad_sample = on_bad_sample
+
+    def __call__(self, items: list[Sample | SampleError]) -> SampleBatch:
+        batch = SampleBatch(samples=[])
+        for item in items:
+            if isinstance(item, SampleError):
+                if self.on_bad_sample == "raise":
+                    raise item
+                log.warning("skipping %s", item)
+                batch.skipped.append(item)
+            else:
+                batch.samples.append(item)
+        return batch

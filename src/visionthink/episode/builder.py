@@ -1,0 +1,112 @@
+"""Turn a sample into an episode: the token ids and encoded images of the first turn, and
+the continuations (tool response, error turn) the environment appends later.
+
+Token ids are produced once per segment and concatenated by the rollout; nothing is ever
+decoded and re-tokenised. Each image is run through the processor once; its
+``pixel_values`` rows and ``image_grid_thw`` travel with the trajectory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from visionthink.data.sample import Sample
+from visionthink.episode.prompts import PromptSpec
+from visionthink.episode.resolution import ResolutionPolicy, View
+
+Mode = Literal["adaptive", "full", "low"]
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    image: Image.Image
+    pixel_values: torch.Tensor  # (patches, patch_dim), this image's rows only
+    grid_thw: torch.Tensor  # (3,)
+
+    @property
+    def visual_tokens(self) -> int:
+        return int(self.grid_thw.prod().item()) // 4  # 2x2 spatial merge
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Token ids plus the images whose ``<|image_pad|>`` runs they contain, in order."""
+
+    token_ids: list[int]
+    images: list[EncodedImage]
+
+
+@dataclass
+class Episode:
+    sample: Sample
+    mode: Mode
+    prompt: Segment
+    first_view: View
+    high_view: View
+    _tool_response: Segment | None = field(default=None, repr=False)
+
+
+class EpisodeBuilder:
+    def __init__(self, processor: Any, prompt: PromptSpec, resolution: ResolutionPolicy):
+        self.processor = processor
+        self.prompt = prompt
+        self.resolution = resolution
+        eos = processor.tokenizer.eos_token
+        self._tool_response_text = (
+            continuation_text(processor, prompt.tool_response_message(), eos) if prompt.uses_tool else None
+        )
+        self._eos = eos
+
+    def build(self, sample: Sample, mode: Mode = "adaptive") -> Episode:
+        views = self.resolution.views(sample.image)
+        first = views.high if mode == "full" else views.low
+        text = self.processor.apply_chat_template(
+            self.prompt.first_turn(sample.question), add_generation_prompt=True, tokenize=False
+        )
+        return Episode(
+            sample=sample, mode=mode, prompt=self.encode(text, [first.image]), first_view=first, high_view=views.high
+        )
+
+    def tool_response(self, episode: Episode) -> Segment:
+        """The user turn carrying the high-resolution image, built once per episode."""
+        if self._tool_response_text is None:
+            raise ValueError(f"prompt {self.prompt.name!r} declares no tool")
+        if episode._tool_response is None:
+            episode._tool_response = self.encode(self._tool_response_text, [episode.high_view.image])
+        return episode._tool_response
+
+    def error_turn(self, error: str) -> Segment:
+        return self.encode(continuation_text(self.processor, self.prompt.error_message(error), self._eos), [])
+
+    def encode(self, text: str, images: list[Image.Image]) -> Segment:
+        if not images:
+            ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return Segment(token_ids=list(ids), images=[])
+        batch = self.processor(text=[text], images=images, return_tensors="pt")
+        rows = batch["image_grid_thw"].prod(-1).tolist()
+        pixel_chunks = torch.split(batch["pixel_values"], rows)
+        encoded = [
+            EncodedImage(image=image, pixel_values=chunk, grid_thw=grid)
+            for image, chunk, grid in zip(images, pixel_chunks, batch["image_grid_thw"], strict=True)
+        ]
+        return Segment(token_ids=batch["input_ids"][0].tolist(), images=encoded)
+
+
+def continuation_text(processor: Any, message: dict[str, Any], eos_token: str) -> str:
+    """What the chat template writes after an assistant turn's end token and through
+    ``message``, up to the next assistant header.
+
+    Rendering a probe conversation with and without ``message`` and taking the difference
+    keeps this correct for any Qwen-style template (the tiny model's and the real one).
+    """
+    probe = [{"role": "system", "content": "S"}, {"role": "assistant", "content": "A"}]
+    before = processor.apply_chat_template(probe, tokenize=False)
+    after = processor.apply_chat_template(probe + [message], add_generation_prompt=True, tokenize=False)
+    if not after.startswith(before):
+        raise ValueError("the chat template is not prefix-stable; multi-turn continuation cannot be derived from it")
+    end_of_assistant = before.rindex("A" + eos_token) + len("A" + eos_token)
+    return before[end_of_assistant:] + after[len(before) :]

@@ -1,0 +1,47 @@
+"""What a batch of rollouts did: accuracy, rewards, resize decisions and visual-token cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import fmean
+
+from visionthink.reward.scoring import RolloutScore
+from visionthink.rollout.trajectory import Trajectory
+
+
+def _mean(values: Sequence[float]) -> float:
+    return fmean(values) if values else 0.0
+
+
+def rollout_metrics(
+    trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore] | None = None
+) -> dict[str, float]:
+    """Means over rollouts. ``visual_token_ratio`` compares with always using the high-resolution image."""
+    if not trajectories:
+        return {}
+    metrics = {
+        "resize_ratio": _mean([float(t.used_high_res) for t in trajectories]),
+        "tool_call_ratio": _mean([float(t.tool_calls > 0) for t in trajectories]),
+        "visual_tokens": _mean([t.visual_tokens for t in trajectories]),
+        "visual_token_ratio": sum(t.visual_tokens for t in trajectories)
+        / max(1, sum(t.episode.high_view.visual_tokens for t in trajectories)),
+        "response_tokens": _mean([t.generated_tokens for t in trajectories]),
+        "turns": _mean([len(t.turns) for t in trajectories]),
+        "answered_ratio": _mean([float(t.final_answer is not None) for t in trajectories]),
+    }
+    if scores is not None:
+        metrics.update(
+            reward=_mean([s.reward for s in scores]),
+            accuracy=_mean([s.accuracy > 0 for s in scores]),
+            format=_mean([s.format for s in scores]),
+            penalty=_mean([s.penalty for s in scores]),
+            invalid_ratio=_mean([not s.valid for s in scores]),
+        )
+    for label, name in ((True, "needs_high_res"), (False, "low_res_enough")):
+        subset = [t for t in trajectories if t.episode.sample.use_tool is label]
+        if subset:
+            metrics[f"resize_ratio/{name}"] = _mean([float(t.used_high_res) for t in subset])
+            if scores is not None:
+                index = {id(t): s for t, s in zip(trajectories, scores, strict=True)}
+                metrics[f"accuracy/{name}"] = _mean([index[id(t)].accuracy > 0 for t in subset])
+    return metrics

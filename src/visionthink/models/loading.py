@@ -1,0 +1,88 @@
+"""Loading the policy and its processor: one code path for the tiny model and real checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from visionthink.models.tiny import TinyModelSpec, ensure_tiny_checkpoint
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelConfig:
+    """Which Qwen2.5-VL to train.
+
+    ``name_or_path`` is a hub id (``Qwen/Qwen2.5-VL-7B-Instruct``) or a local folder. When it is
+    empty, ``tiny`` describes a small random model that is built locally and cached.
+    """
+
+    name_or_path: str | None = None
+    tiny: TinyModelSpec | None = field(default_factory=TinyModelSpec)
+    tiny_name: str = "tiny"
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+
+    def resolve_path(self) -> str:
+        if self.name_or_path:
+            return str(self.name_or_path)
+        if self.tiny is None:
+            raise ValueError("model: set `name_or_path` (hub id or local folder) or `tiny` (a local random model).")
+        return str(ensure_tiny_checkpoint(self.tiny, name=self.tiny_name))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        try:
+            return _DTYPES[self.dtype]
+        except KeyError:
+            raise ValueError(f"model.dtype={self.dtype!r} is not one of {sorted(_DTYPES)}") from None
+
+
+def _check_local_path(path: str) -> None:
+    looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
+    if looks_local and not (Path(path).expanduser() / "config.json").exists():
+        raise FileNotFoundError(
+            f"model path {path!r} has no config.json. Point model.name_or_path at a Hugging Face "
+            "checkpoint folder (the one holding config.json and *.safetensors) or at a hub id."
+        )
+
+
+def load_processor(path: str, pixel_bounds: dict[str, int] | None = None):
+    """Build the image-only processor from a checkpoint folder or hub id.
+
+    The PIL image processor is used everywhere because the torchvision one cannot load on CPU
+    machines; ``pixel_bounds`` (``{"shortest_edge": min, "longest_edge": max}``) comes from the
+    resolution policy so that token counts and the processor agree.
+    """
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
+
+    _check_local_path(path)
+    kwargs = {"size": dict(pixel_bounds)} if pixel_bounds else {}
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"The tokenizer at {path!r} has no chat template; Qwen2.5-VL instruct checkpoints ship one.")
+    return ImageOnlyQwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
+    )
+
+
+def load_policy(config: ModelConfig, path: str | None = None):
+    """Load the Qwen2.5-VL policy (no ``trust_remote_code``: the class ships with transformers)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    path = path or config.resolve_path()
+    _check_local_path(path)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        path, dtype=config.torch_dtype, attn_implementation=config.attn_implementation
+    )
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model

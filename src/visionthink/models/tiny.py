@@ -1,0 +1,200 @@
+"""A tiny, randomly initialised Qwen2.5-VL with a locally trained tokenizer.
+
+Nothing can be downloaded on CI machines, so tests and the default run use this model.
+It is built once into ``outputs/tiny_models/<name>-<hash>/`` and then loaded through
+exactly the same ``from_pretrained`` path as a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from visionthink.paths import CONF_DIR, OUTPUTS_DIR
+
+# Qwen2.5-VL's special tokens. `<tool_call>` and `</tool_call>` are ordinary added tokens in
+# Qwen (decoding with skip_special_tokens keeps them); the rest are special.
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+NON_SPECIAL_ADDED_TOKENS = ["<tool_call>", "</tool_call>"]
+CHAT_TEMPLATE = (Path(__file__).with_name("chat_template.jinja")).read_text()
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Sizes of the tiny model; the defaults keep the test suite fast (~0.6M parameters)."""
+
+    text_hidden_size: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate_size: int = 256
+    vision_hidden_size: int = 64
+    vision_depth: int = 2
+    vision_heads: int = 4
+    vision_intermediate_size: int = 128
+    vocab_size: int = 1024
+    seed: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.text_hidden_size // self.text_heads
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Split half the head dimension into (temporal, height, width) like Qwen's [16, 24, 24] for 128."""
+    half = head_dim // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    return [temporal, height, half - temporal - height]
+
+
+def tokenizer_corpus() -> list[str]:
+    """Text the BPE merges are learned from: every shipped prompt plus the synthetic task's words.
+
+    Byte-level BPE encodes any text; the corpus only decides which strings become short.
+    """
+    from visionthink.data.synthetic import vocabulary_lines
+
+    lines = [path.read_text() for path in sorted((CONF_DIR / "prompt").glob("*.yaml"))]
+    lines += vocabulary_lines()
+    lines += [
+        "<think>\n",
+        "</think>\n",
+        "<answer>",
+        "</answer>",
+        "\\boxed{",
+        '{"name": "resize_image", "arguments": {"action": "resize"}}',
+    ]
+    return lines
+
+
+def _build_tokenizer(vocab_size: int, corpus: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # it prints blank lines otherwise
+    )
+    # Repeating the corpus makes the prompt's frequent strings win merges deterministically.
+    backend.train_from_iterator(corpus * 8, trainer)
+    backend.add_tokens(NON_SPECIAL_ADDED_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        model_max_length=32768,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return tokenizer
+
+
+def _build_model(spec: TinyModelSpec, tokenizer):
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = tokenizer.convert_tokens_to_ids
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.text_hidden_size,
+        intermediate_size=spec.text_intermediate_size,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads,
+        max_position_embeddings=32768,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 1_000_000.0,
+            "mrope_section": mrope_section(spec.head_dim),
+        },
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|im_end|>"),
+        pad_token_id=ids("<|endoftext|>"),
+    )
+    vision_config = dict(
+        depth=spec.vision_depth,
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=spec.vision_intermediate_size,
+        num_heads=spec.vision_heads,
+        out_hidden_size=spec.text_hidden_size,
+        fullatt_block_indexes=[spec.vision_depth - 1],
+        window_size=112,
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+    torch.manual_seed(spec.seed)
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def _spec_hash(spec: TinyModelSpec, corpus: list[str]) -> str:
+    payload = json.dumps({"spec": asdict(spec), "corpus": corpus, "template": CHAT_TEMPLATE}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def ensure_tiny_checkpoint(spec: TinyModelSpec, name: str = "tiny", cache_dir: str | Path | None = None) -> Path:
+    """Return the folder of the tiny checkpoint for ``spec``, building it on first use.
+
+    The folder is written to a temporary sibling and renamed into place under a file lock,
+    so parallel test workers or DDP ranks never see a half-written model.
+    """
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
+
+    corpus = tokenizer_corpus()
+    cache_dir = Path(cache_dir) if cache_dir is not None else OUTPUTS_DIR / "tiny_models"
+    target = cache_dir / f"{name}-{_spec_hash(spec, corpus)}"
+    if (target / "config.json").exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():
+            return target
+        tokenizer = _build_tokenizer(spec.vocab_size, corpus)
+        processor = ImageOnlyQwen2_5_VLProcessor(
+            image_processor=Qwen2VLImageProcessorPil(), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+        )
+        model = _build_model(spec, tokenizer)
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=cache_dir))
+        try:
+            model.save_pretrained(staging)
+            processor.save_pretrained(staging)
+            (staging / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2))
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,130 @@
+"""The engine-agnostic multi-turn episode loop.
+
+Turn 1 sees the low-resolution view. Each turn is parsed; a valid resize call appends a user
+turn carrying the high-resolution image (the original, never an upsampled copy) and the episode
+continues. All trajectories that are still running are continued in one batched engine call
+per turn. Token ids are concatenated segment by segment and never re-tokenised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from visionthink.episode.builder import Episode, EpisodeBuilder, Segment
+from visionthink.episode.parser import Malformed, ToolCall, TurnParser
+from visionthink.rollout.engine import GenerationRequest, RolloutEngine, SamplingConfig
+from visionthink.rollout.hf_engine import STOP_TOKENS, VISION_TOKENS, token_ids
+from visionthink.rollout.trajectory import Trajectory, Turn
+
+ToolErrorPolicy = Literal["error_turn", "end"]
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    # Rollouts per prompt (G in GRPO).
+    group_size: int = 4
+    # Images an episode may hold: the low-resolution view plus one resize result (paper: 2).
+    max_images: int = 2
+    # Generation rounds per episode (paper: 2).
+    max_turns: int = 2
+    # A tool call that cannot be executed (bad JSON, unknown tool): answer with an error turn, or end.
+    on_malformed_tool_call: ToolErrorPolicy = "error_turn"
+    # A valid call when the image budget is spent: error turn, or end the episode.
+    on_surplus_tool_call: ToolErrorPolicy = "end"
+    # Sampling of training rollouts, and of validation / evaluation (greedy).
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    val_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(greedy=True))
+
+
+class EpisodeDriver:
+    def __init__(self, engine: RolloutEngine, builder: EpisodeBuilder, config: RolloutConfig):
+        self.engine, self.builder, self.config = engine, builder, config
+        self.parser = TurnParser.for_prompt(builder.prompt)
+        tokenizer: Any = builder.processor.tokenizer
+        self.tokenizer = tokenizer
+        self.vision_ids = set(token_ids(tokenizer, VISION_TOKENS))
+        self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
+
+    def run(
+        self, episodes: Sequence[Episode], sampling: SamplingConfig, group_size: int | None = None
+    ) -> list[Trajectory]:
+        """Roll out every episode ``group_size`` times; trajectories come group by group."""
+        group_size = group_size or self.config.group_size
+        trajectories = [
+            Trajectory(
+                episode=episode,
+                group=index,
+                token_ids=list(episode.prompt.token_ids),
+                loss_mask=[0] * len(episode.prompt.token_ids),
+                images=list(episode.prompt.images),
+            )
+            for index, episode in enumerate(episodes)
+            for _ in range(group_size)
+        ]
+        running = list(trajectories)
+        for turn_index in range(self.config.max_turns):
+            if not running:
+                break
+            started = time.perf_counter()
+            results = self.engine.generate(
+                [GenerationRequest(token_ids=t.token_ids, images=t.images) for t in running], sampling
+            )
+            elapsed = time.perf_counter() - started
+            still_running = []
+            for trajectory, result in zip(running, results, strict=True):
+                trajectory.wall_seconds += elapsed
+                last_turn = turn_index == self.config.max_turns - 1
+                if self._step(trajectory, result.token_ids, result.stopped, last_turn):
+                    still_running.append(trajectory)
+            running = still_running
+        return trajectories
+
+    def _step(self, trajectory: Trajectory, generated: list[int], stopped: bool, last_turn: bool) -> bool:
+        """Record one generated turn; returns whether the episode continues."""
+        # A generated vision token would desynchronise image features and placeholders.
+        generated = [token for token in generated if token not in self.vision_ids]
+        body = generated[:-1] if stopped else generated
+        text = self.tokenizer.decode(body, skip_special_tokens=False)
+        parsed = self.parser.parse(text)
+        trajectory.token_ids += generated
+        trajectory.loss_mask += [1] * len(generated)
+        trajectory.turns.append(Turn(text=text, parsed=parsed, generated_tokens=len(generated), truncated=not stopped))
+        if not stopped:
+            # Close the truncated turn so the chat stays well formed; not trained on.
+            self._append(trajectory, Segment(token_ids=[self.stop_ids[0]], images=[]))
+        if isinstance(parsed, ToolCall):
+            if len(trajectory.images) >= self.config.max_images:
+                return self._refuse(
+                    trajectory,
+                    "tool_call_limit",
+                    "the image has already been resized",
+                    last_turn,
+                    self.config.on_surplus_tool_call,
+                )
+            if last_turn:
+                trajectory.end_reason = "turn_limit"
+                return False
+            self._append(trajectory, self.builder.tool_response(trajectory.episode))
+            return True
+        if isinstance(parsed, Malformed) and parsed.tool_intent:
+            return self._refuse(trajectory, "malformed", parsed.reason, last_turn, self.config.on_malformed_tool_call)
+        trajectory.end_reason = "answer" if not isinstance(parsed, Malformed) else "malformed"
+        return False
+
+    def _refuse(
+        self, trajectory: Trajectory, reason: str, error: str, last_turn: bool, policy: ToolErrorPolicy
+    ) -> bool:
+        if policy == "end" or last_turn:
+            trajectory.end_reason = reason
+            return False
+        self._append(trajectory, self.builder.error_turn(error))
+        return True
+
+    @staticmethod
+    def _append(trajectory: Trajectory, segment: Segment) -> None:
+        trajectory.token_ids += segment.token_ids
+        trajectory.loss_mask += [0] * len(segment.token_ids)
+        trajectory.images += segment.images

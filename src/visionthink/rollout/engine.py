@@ -1,0 +1,44 @@
+"""The rollout-engine interface: token ids and images in, token ids out.
+
+An engine knows nothing about tools, prompts or rewards; the episode driver
+(``visionthink.rollout.driver``) owns the multi-turn loop, so every backend (transformers
+here, vLLM on GPUs) runs exactly the same episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from visionthink.episode.builder import EncodedImage
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # 0 disables top-k filtering
+    top_k: int = 0
+    max_new_tokens: int = 256
+    # Greedy decoding (evaluation); temperature, top_p and top_k are then ignored.
+    greedy: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    token_ids: list[int]
+    images: list[EncodedImage]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    # Generated ids, ending with the stop token when `stopped` (the stop token is included).
+    token_ids: list[int]
+    stopped: bool
+
+
+class RolloutEngine(Protocol):
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
+        """Continue every request once, all in one batched call."""
+        ...

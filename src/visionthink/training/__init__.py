@@ -1,0 +1,1 @@
+"""Training: the GRPO LightningModule, its callbacks and the run assembly."""

@@ -1,0 +1,340 @@
+"""The GRPO LightningModule: rollouts -> rewards -> advantages -> clipped loss -> weight sync.
+
+Every stage is a plain function or object from the stage packages; this module only orders
+them, owns the optimizer and logs what happened.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from visionthink.data.batching import SampleBatch
+from visionthink.data.sample import SampleError
+from visionthink.episode.builder import EpisodeBuilder
+from visionthink.episode.prompts import PromptSpec
+from visionthink.episode.resolution import ResolutionPolicy
+from visionthink.errors import InputError
+from visionthink.grpo.advantages import group_advantages, zero_variance_groups
+from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logprobs
+from visionthink.grpo.loss import aggregate_tokens, grpo_loss
+from visionthink.metrics.rollouts import rollout_metrics
+from visionthink.models.loading import ModelConfig, load_policy, load_processor
+from visionthink.reward.judges.base import Judge
+from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
+from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
+from visionthink.rollout.hf_engine import TransformersRolloutEngine
+from visionthink.rollout.trajectory import Trajectory
+from visionthink.sync import SharedModuleSync
+from visionthink.training.config import GRPOConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredGroup:
+    trajectories: list[Trajectory]
+    scores: list[RolloutScore]
+
+
+class VisionThinkGRPO(L.LightningModule):
+    def __init__(
+        self,
+        model: ModelConfig,
+        prompt: PromptSpec,
+        resolution: ResolutionPolicy,
+        rollout: RolloutConfig,
+        reward: RewardConfig,
+        judge: Judge,
+        grpo: GRPOConfig,
+        optimizer: Any,
+        scheduler: Any | None = None,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.model_config, self.prompt, self.resolution = model, prompt, resolution
+        self.rollout_config = rollout
+        self.sampling, self.val_sampling = rollout.sampling, rollout.val_sampling
+        self.reward_config, self.judge, self.grpo = reward, judge, grpo
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.policy: Any = None
+        self.reference: Any = None
+        # The reference model is rebuilt from the base checkpoint, not stored in checkpoints.
+        self.strict_loading = False
+        self.skipped_samples = 0
+        self._buffer: list[ScoredGroup] = []
+        self._generation_batches = 0
+        self._val_records: list[tuple[Trajectory, RolloutScore]] = []
+        self.last_validated_step = -1
+        # The latest step's rollouts, for callbacks that log samples.
+        self.last_rollouts: tuple[list[Trajectory], list[RolloutScore]] | None = None
+
+    # ----------------------------------------------------------------- set-up
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        path = self.model_config.resolve_path()
+        self.processor = load_processor(path, self.resolution.processor_size())
+        self.policy = load_policy(self.model_config, path).train()
+        tokenizer = self.processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
+        self.engine = TransformersRolloutEngine(self.policy, tokenizer)
+        self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
+        self.weight_sync = SharedModuleSync(self.engine)
+        if self.grpo.beta > 0:
+            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(
+            optimizer=optimizer, num_training_steps=max(1, int(self.trainer.estimated_stepping_batches))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch: SampleBatch, device: torch.device, dataloader_idx: int) -> SampleBatch:
+        # Samples hold PIL images; the rollout engine moves the tensors it builds itself.
+        return batch
+
+    # --------------------------------------------------------------- rollouts
+    def episodes(self, batch: SampleBatch, mode: str = "adaptive") -> list:
+        episodes = []
+        for sample in batch.samples:
+            try:
+                episodes.append(self.builder.build(sample, mode))
+            except InputError as error:
+                self._skip(SampleError.wrap(sample.sample_id, error))
+        for error in batch.skipped:
+            self._skip(error)
+        return episodes
+
+    def _skip(self, error: SampleError) -> None:
+        self.skipped_samples += 1
+        log.warning("skipped %s", error)
+
+    def score(self, trajectories: list[Trajectory]) -> list[RolloutScore]:
+        verdicts = judge_trajectories(trajectories, self.judge)
+        return score_trajectories(trajectories, verdicts, self.prompt, self.reward_config)
+
+    def _groups(
+        self, trajectories: list[Trajectory], scores: list[RolloutScore]
+    ) -> tuple[list[ScoredGroup], dict[str, float]]:
+        size = self.rollout_config.group_size
+        groups = [
+            ScoredGroup(trajectories[i : i + size], scores[i : i + size]) for i in range(0, len(trajectories), size)
+        ]
+        invalid = [g for g in groups if not all(s.valid for s in g.scores)]
+        groups = [g for g in groups if all(s.valid for s in g.scores)]
+        flat = 0
+        if self.grpo.drop_zero_variance_groups and groups:
+            rewards = torch.tensor([s.reward for g in groups for s in g.scores])
+            keep = ~zero_variance_groups(rewards, size, self.grpo.zero_variance_threshold)
+            flat = int((~keep).sum())
+            groups = [g for g, k in zip(groups, keep.tolist(), strict=True) if k]
+        return groups, {"invalid_groups": float(len(invalid)), "filtered_groups": float(len(invalid) + flat)}
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: SampleBatch, batch_idx: int) -> None:
+        step_started = time.perf_counter()
+        episodes = self.episodes(batch)
+        metrics: dict[str, float] = {"data/skipped_samples": float(self.skipped_samples)}
+        if not episodes:
+            self.publish(metrics)
+            return
+        rollout_started = time.perf_counter()
+        trajectories = self.driver.run(episodes, self.sampling)
+        rollout_seconds = time.perf_counter() - rollout_started
+        scores = self.score(trajectories)
+        self.last_rollouts = (trajectories, scores)
+        groups, filter_metrics = self._groups(trajectories, scores)
+        metrics.update(
+            {f"train/{k}": v for k, v in {**rollout_metrics(trajectories, scores), **filter_metrics}.items()}
+        )
+        generated = sum(t.generated_tokens for t in trajectories)
+        metrics.update(
+            {"perf/rollout_seconds": rollout_seconds, "perf/tokens_per_second": generated / max(rollout_seconds, 1e-9)}
+        )
+
+        self._buffer += groups
+        self._generation_batches += 1
+        wanted = len(episodes)
+        if len(self._buffer) < wanted and self._generation_batches < self.grpo.max_generation_batches:
+            metrics["train/buffered_groups"] = float(len(self._buffer))
+            self.publish(metrics)
+            return
+        groups, self._buffer, self._generation_batches = self._buffer[:wanted], [], 0
+        metrics.update(self._update(groups) if groups else self._empty_update())
+        metrics["perf/step_seconds"] = time.perf_counter() - step_started
+        self.publish(metrics)
+        self.log_dict(
+            {
+                "reward": metrics["train/reward"],
+                "acc": metrics["train/accuracy"],
+                "resize": metrics["train/resize_ratio"],
+            },
+            prog_bar=True,
+            logger=False,
+        )
+
+    def publish(self, metrics: dict[str, float]) -> None:
+        """Send metrics to the loggers now, at step = optimizer updates done.
+
+        Lightning would log them after ``on_train_batch_end``, i.e. after the checkpoint of this
+        step is written; a kill in between would lose them for good. They also go to
+        ``callback_metrics`` (what train.py returns to a sweeper)."""
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+        self.log_dict(metrics, logger=False)
+
+    def _update(self, groups: list[ScoredGroup]) -> dict[str, float]:
+        size = self.rollout_config.group_size
+        trajectories = [t for g in groups for t in g.trajectories]
+        rewards = torch.tensor([s.reward for g in groups for s in g.scores])
+        advantages = group_advantages(rewards, size, scale=self.grpo.scale_advantages)
+        temperature = self.sampling.temperature
+        steps_per_batch = self.grpo.ppo_epochs * len(self._mini_batches(len(groups)))
+        old = None
+        if steps_per_batch > 1:
+            old = trajectory_logprobs(
+                self.policy, trajectories, self.pad_id, self.image_token_id, self.grpo.micro_batch_size, temperature
+            )
+        ref = None
+        if self.reference is not None:
+            ref = trajectory_logprobs(
+                self.reference, trajectories, self.pad_id, self.image_token_id, self.grpo.micro_batch_size, temperature
+            )
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        totals: dict[str, list[float]] = {}
+        for _ in range(self.grpo.ppo_epochs):
+            for group_slice in self._mini_batches(len(groups)):
+                rows = list(range(group_slice.start * size, group_slice.stop * size))
+                for name, value in self._optimizer_step(
+                    trajectories, advantages, rows, old, ref, optimizer, scheduler
+                ).items():
+                    totals.setdefault(name, []).append(value)
+        self.weight_sync.push(self.policy)
+        metrics = {f"train/{name}": float(np.mean(values)) for name, values in totals.items()}
+        metrics["train/advantage_abs"] = float(advantages.abs().mean())
+        metrics["train/updated_groups"] = float(len(groups))
+        metrics["train/lr"] = float(optimizer.param_groups[0]["lr"])
+        return metrics
+
+    def _empty_update(self) -> dict[str, float]:
+        """No informative group: step without gradients, so the step is counted but nothing changes
+        (parameters without a gradient are skipped by torch optimizers, weight decay included)."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        return {"train/updated_groups": 0.0, "train/lr": float(optimizer.param_groups[0]["lr"])}
+
+    def _mini_batches(self, num_groups: int) -> list[slice]:
+        size = self.grpo.mini_batch_size or num_groups
+        return [slice(start, min(start + size, num_groups)) for start in range(0, num_groups, size)]
+
+    def _optimizer_step(self, trajectories, advantages, rows, old, ref, optimizer, scheduler) -> dict[str, float]:
+        optimizer.zero_grad()
+        token_total = sum(trajectories[r].generated_tokens for r in rows)
+        micro = self.grpo.micro_batch_size
+        summed: dict[str, float] = {}
+        for start in range(0, len(rows), micro):
+            chunk = rows[start : start + micro]
+            chunk_trajectories = [trajectories[r] for r in chunk]
+            logprobs, mask, entropy = token_logprobs(
+                self.policy,
+                chunk_trajectories,
+                self.pad_id,
+                self.image_token_id,
+                self.sampling.temperature,
+                with_entropy=True,
+            )
+            length = logprobs.shape[1]
+            old_lp = pad_rows([old[r] for r in chunk], length).to(logprobs) if old is not None else logprobs.detach()
+            ref_lp = pad_rows([ref[r] for r in chunk], length).to(logprobs) if ref is not None else None
+            loss, parts = grpo_loss(
+                logprobs,
+                old_lp,
+                advantages[chunk].to(logprobs.device),
+                mask,
+                ref_logprobs=ref_lp,
+                clip_low=self.grpo.clip_low,
+                clip_high=self.grpo.clip_high,
+                beta=self.grpo.beta,
+                kl=self.grpo.kl_estimator,
+                aggregate=self.grpo.aggregate,
+            )
+            mean_entropy = aggregate_tokens(entropy, mask, self.grpo.aggregate)
+            parts["entropy"] = mean_entropy.detach()
+            if self.grpo.entropy_coef > 0:
+                loss = loss - self.grpo.entropy_coef * mean_entropy
+            # Weight micro-batches so the mini-batch loss equals one pass over all of it.
+            if self.grpo.aggregate == "token-mean":
+                weight = float(mask.sum()) / max(1, token_total)
+            else:
+                weight = len(chunk) / len(rows)
+            self.manual_backward(loss * weight)
+            for name, value in parts.items():
+                summed[name] = summed.get(name, 0.0) + float(value) * weight
+        self.clip_gradients(optimizer, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return summed
+
+    # ------------------------------------------------------------- validation
+    def validation_step(self, batch: SampleBatch, batch_idx: int) -> None:
+        episodes = self.episodes(batch)
+        if not episodes:
+            return
+        trajectories = self.driver.run(episodes, self.val_sampling, group_size=1)
+        self._val_records += list(zip(trajectories, self.score(trajectories), strict=True))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_records:
+            return
+        trajectories, scores = map(list, zip(*self._val_records, strict=True))
+        self._val_records = []
+        metrics = rollout_metrics(trajectories, scores)
+        self.last_validated_step = self.global_step
+        self.publish({f"val/{k}": v for k, v in metrics.items()})
+        self.log("val/acc", metrics["accuracy"], prog_bar=True, logger=False)
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("reference.")]:
+            del state[key]
+        # Lightning restores model, optimizer, schedule and loop progress; these complete an exact resume.
+        name, keys, position, has_gauss, cached_gauss = np.random.get_state()
+        checkpoint["visionthink"] = {
+            "skipped_samples": self.skipped_samples,
+            # Plain types and tensors only, so the checkpoint loads with torch.load(weights_only=True).
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss],
+                "python": random.getstate(),
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("visionthink", {})
+        self.skipped_samples = state.get("skipped_samples", 0)
+        if "rng" in state:
+            torch.set_rng_state(state["rng"]["torch"])
+            name, keys, position, has_gauss, cached_gauss = state["rng"]["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
+            random.setstate(state["rng"]["python"])

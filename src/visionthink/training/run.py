@@ -1,0 +1,103 @@
+"""Assemble a training run from the composed Hydra config and fit it."""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+
+from visionthink.training.module import VisionThinkGRPO
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "mlflow_run_id"
+
+# Warnings that describe intended behaviour here: checkpoints hold the state after each
+# update (what resuming needs), batches of samples stay on the CPU, the frozen reference
+# model is in eval mode, and deprecations inside torchdata and Lightning.
+for message in (
+    "Using ModelCheckpoint with manual optimization",
+    "You have overridden `transfer_batch_to_device`",
+    "module(s) in eval mode at the start of training",
+    "'set_vital' is deprecated",
+    "`isinstance(treespec, LeafSpec)` is deprecated",
+):
+    warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
+
+
+def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
+    return VisionThinkGRPO(
+        model=instantiate(cfg.model),
+        prompt=instantiate(cfg.prompt),
+        resolution=resolution,
+        rollout=instantiate(cfg.rollout),
+        reward=instantiate(cfg.reward),
+        judge=instantiate(cfg.judge),
+        grpo=instantiate(cfg.grpo),
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+    )
+
+
+def resolve_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path=last`` means this run folder's last.ckpt; a missing file is an error, not a fresh start."""
+    if cfg.ckpt_path is None:
+        return None
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.exists():
+        runs = Path(cfg.paths.outputs_dir) / "runs"
+        raise FileNotFoundError(
+            f"no checkpoint at {path}. To resume a run, pass its folder name: "
+            f"python src/train.py run_name=<name> ckpt_path=last (runs are in {runs})"
+        )
+    return str(path)
+
+
+def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
+    """Loggers from config; a resumed run continues the MLflow run it started."""
+    run_id_file = Path(cfg.paths.output_dir) / RUN_ID_FILE
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        overrides = {}
+        if name == "mlflow" and resuming and run_id_file.exists():
+            overrides["run_id"] = run_id_file.read_text().strip()
+        loggers.append(instantiate(logger_cfg, **overrides))
+    return loggers
+
+
+def log_config(loggers: list[Any], cfg: DictConfig, output_dir: Path, resuming: bool) -> None:
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger):
+            (output_dir / RUN_ID_FILE).write_text(logger.run_id)
+            if not resuming:  # MLflow refuses to change a logged parameter
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            config_file = output_dir / "config.yaml"
+            OmegaConf.save(cfg, config_file, resolve=True)
+            logger.experiment.log_artifact(logger.run_id, str(config_file))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured run; returns the final metrics (train/, val/, perf/)."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resolve_checkpoint(cfg)
+    resolution = instantiate(cfg.resolution)
+    # Partial instantiation: Hydra would turn a dataclass kwarg back into a config node.
+    datamodule = instantiate(cfg.data, _partial_=True)(resolution=resolution)
+    module = build_module(cfg, resolution)
+    loggers = build_loggers(cfg, resuming=ckpt_path is not None)
+    callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    log_config(loggers, cfg, output_dir, resuming=ckpt_path is not None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if datamodule.val_source is not None and module.last_validated_step != trainer.global_step:
+        # The metrics a sweeper optimises must describe the final policy.
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}

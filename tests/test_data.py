@@ -1,0 +1,196 @@
+"""Data: released and generic formats, bad input, skip-and-count, the synthetic set."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SMALL_RESOLUTION
+from visionthink.data import (
+    ColumnMapping,
+    DataFormatError,
+    SampleDataset,
+    SampleError,
+    SyntheticConfig,
+    write_synthetic,
+)
+from visionthink.data.batching import CollateSamples
+from visionthink.data.datamodule import DataSource, VisionThinkDataModule
+from visionthink.data.synthetic import DIGIT_GLYPHS, generate_split, label_box, render
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_released_format_reads_from_save_to_disk_and_parquet(synthetic_root, tmp_path):
+    from_disk = SampleDataset(synthetic_root / "train")
+    sample = from_disk.load(0)
+    assert sample.image.mode == "RGB" and sample.image.size == (224, 224)
+    assert sample.question.startswith("<image>")
+    assert sample.use_tool is sample.info["use_tool"]
+    assert sample.data_source.startswith("visionthink_synthetic/")
+    datasets.load_from_disk(str(synthetic_root / "train")).to_parquet(str(tmp_path / "train.parquet"))
+    from_parquet = SampleDataset(tmp_path / "train.parquet")
+    assert len(from_parquet) == len(from_disk)
+    assert from_parquet.load(3).answer == from_disk.load(3).answer
+
+
+def test_generic_jsonl_with_column_mapping_and_relative_image_paths(tmp_path):
+    Image.new("RGB", (64, 48), "red").save(tmp_path / "a.png")
+    rows = [{"img": "a.png", "q": "Colour?", "gt": ["red", "crimson"], "needs_zoom": False, "id": "x1"}]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    columns = ColumnMapping(
+        image="img", question="q", answer="gt", data_source=None, info=None, use_tool="needs_zoom", sample_id="id"
+    )
+    sample = SampleDataset(tmp_path / "data.jsonl", columns).load(0)
+    assert (sample.sample_id, sample.answer, sample.answers, sample.use_tool) == (
+        "x1",
+        "red",
+        ("red", "crimson"),
+        False,
+    )
+    assert sample.image.size == (64, 48)
+
+
+def test_wrong_column_names_list_what_was_expected_and_found(tmp_path):
+    (tmp_path / "d.jsonl").write_text(json.dumps({"picture": "a.png", "problem": "q", "answer": "a"}))
+    with pytest.raises(
+        DataFormatError,
+        match=r"expected one of \['images'\], found \['picture', 'problem', 'answer'\].*data.columns.image",
+    ):
+        SampleDataset(tmp_path / "d.jsonl")
+
+
+def test_missing_path_says_how_to_get_the_data(tmp_path):
+    with pytest.raises(DataFormatError, match="make data"):
+        SampleDataset(tmp_path / "absent")
+
+
+def write_rows(tmp_path, rows) -> SampleDataset:
+    features = datasets.Features(
+        {"images": datasets.Image(), "problem": datasets.Value("string"), "original_answer": datasets.Value("string")}
+    )
+    table = datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in rows[0]}, features=features)
+    table.save_to_disk(str(tmp_path / "bad"))
+    return SampleDataset(tmp_path / "bad", validate=SMALL_RESOLUTION.check)
+
+
+def test_bad_samples_are_named_with_the_fix(tmp_path):
+    ok = {"bytes": png_bytes(Image.new("RGB", (64, 64))), "path": None}
+    rows = [
+        {"images": {"bytes": b"not an image", "path": None}, "problem": "q", "original_answer": "a"},
+        {
+            "images": {"bytes": png_bytes(Image.new("RGB", (20, 20))), "path": None},
+            "problem": "q",
+            "original_answer": "a",
+        },
+        {"images": ok, "problem": "  <image> ", "original_answer": "a"},
+        {"images": ok, "problem": "q", "original_answer": ""},
+        {
+            "images": {"bytes": png_bytes(Image.new("RGB", (30, 7000))), "path": None},
+            "problem": "q",
+            "original_answer": "a",
+        },
+        {"images": ok, "problem": "q", "original_answer": "a"},
+    ]
+    dataset = write_rows(tmp_path, rows)
+    expected = ["not a readable image", "at least 28 px", "question is empty", "answer is empty", "aspect ratio"]
+    for index, reason in enumerate(expected):
+        with pytest.raises(SampleError) as error:
+            dataset.load(index)
+        assert f"sample bad:{index}: " in str(error.value) and reason in str(error.value)
+        assert error.value.fix
+    assert dataset.load(5).answer == "a"
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "L", "LA", "I;16", "1", "CMYK"])
+def test_any_image_mode_becomes_rgb_with_transparency_on_white(mode, tmp_path):
+    image = (
+        Image.new("RGBA", (40, 40), (255, 0, 0, 0)).convert(mode)
+        if mode != "I;16"
+        else Image.new("I;16", (40, 40), 300)
+    )
+    if mode == "P":
+        image = Image.new("RGBA", (40, 40), (255, 0, 0, 0)).convert("P")
+        image.info["transparency"] = 0
+    path = tmp_path / ("x.tiff" if mode in ("I;16", "CMYK") else "x.png")
+    image.save(path)
+    (tmp_path / "d.jsonl").write_text(json.dumps({"images": path.name, "problem": "q", "answer": "a"}))
+    sample = SampleDataset(tmp_path / "d.jsonl").load(0)
+    assert sample.image.mode == "RGB" and sample.image.size == (40, 40)
+    if mode == "RGBA":
+        assert sample.image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_huge_images_are_scaled_down_to_max_pixels(tmp_path):
+    Image.new("RGB", (6000, 5000), "blue").save(tmp_path / "big.png")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"images": "big.png", "problem": "q", "answer": "a"}))
+    views = SMALL_RESOLUTION.views(SampleDataset(tmp_path / "d.jsonl").load(0).image)
+    assert views.high.size[0] * views.high.size[1] <= SMALL_RESOLUTION.max_pixels
+
+
+def test_training_skips_and_counts_bad_samples_and_raise_mode_stops(tmp_path):
+    ok = {"bytes": png_bytes(Image.new("RGB", (64, 64))), "path": None}
+    rows = [
+        {"images": ok, "problem": "q", "original_answer": "a"},
+        {"images": ok, "problem": "q", "original_answer": ""},
+    ]
+    dataset = write_rows(tmp_path, rows)
+    batch = CollateSamples("skip")([dataset[0], dataset[1]])
+    assert len(batch.samples) == 1 and len(batch.skipped) == 1
+    assert batch.skipped[0].sample_id == "bad:1"
+    with pytest.raises(SampleError, match="answer is empty"):
+        CollateSamples("raise")([dataset[0], dataset[1]])
+
+
+def test_datamodule_yields_shuffled_seeded_batches(synthetic_root):
+    def first_ids(seed):
+        module = VisionThinkDataModule(
+            DataSource(str(synthetic_root / "train")), batch_size=4, seed=seed, resolution=SMALL_RESOLUTION
+        )
+        module.setup()
+        return [s.sample_id for s in next(iter(module.train_dataloader())).samples]
+
+    assert first_ids(0) == first_ids(0)
+    assert first_ids(0) != first_ids(1)
+
+
+def test_synthetic_set_is_deterministic_and_labelled(tmp_path):
+    config = SyntheticConfig(splits={"train": 40})
+    a, b = generate_split(40, config, 7), generate_split(40, config, 7)
+    assert a["original_answer"] == b["original_answer"] and a["problem"] == b["problem"]
+    assert np.array_equal(np.asarray(a[0]["images"]), np.asarray(b[0]["images"]))
+    fine = [row["info"]["use_tool"] for row in a]
+    assert sum(fine) == 20
+    for row in a:
+        assert row["info"]["use_tool"] == ("digit" in row["problem"])
+    write_synthetic(tmp_path, config)
+    assert (tmp_path / "train" / "state.json").exists()
+
+
+def test_the_digit_is_lost_at_low_resolution_but_clear_at_high():
+    """Low-res crops of the ten digits are near-identical while the high-res crops differ."""
+    import random
+
+    size, box = 224, label_box(224)
+    crops_high, crops_low = [], []
+    for digit in DIGIT_GLYPHS:
+        views = SMALL_RESOLUTION.views(render(size, "shape", "red", "circle", 1, digit, random.Random(0)))
+        crops_high.append(np.asarray(views.high.image.crop(box), dtype=float) / 255)
+        crops_low.append(np.asarray(views.low.image.crop(tuple(v // 2 for v in box)), dtype=float) / 255)
+    high = min(np.abs(a - b).max() for a, b in itertools.combinations(crops_high, 2))
+    low = max(np.abs(a - b).max() for a, b in itertools.combinations(crops_low, 2))
+    assert high > 0.8  # every pair of digits differs by nearly full contrast somewhere
+    assert low < 0.2  # no pair differs by more than a faint ripple
+    # ...while the large shapes survive: colour is still readable at low resolution.
+    view = SMALL_RESOLUTION.views(render(size, "shape", "blue", "square", 1, "3", random.Random(0))).low
+    assert max(np.asarray(view.image).reshape(-1, 3)[:, 2]) > 200

@@ -1,0 +1,80 @@
+"""The tiny Qwen2.5-VL: built locally, loaded through from_pretrained, Qwen's tokens and chat format."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from PIL import Image
+
+from visionthink.models import ModelConfig, TinyModelSpec, ensure_tiny_checkpoint, load_policy, load_processor
+from visionthink.models.tiny import NON_SPECIAL_ADDED_TOKENS, SPECIAL_TOKENS, mrope_section
+
+
+def test_checkpoint_is_cached_and_reloads_with_identical_logits(tiny_path, model, processor):
+    assert ensure_tiny_checkpoint(TinyModelSpec()) == ensure_tiny_checkpoint(TinyModelSpec())
+    reloaded = load_policy(ModelConfig(), tiny_path).eval()
+    batch = processor(
+        text=["<|vision_start|><|image_pad|><|vision_end|>hi"], images=[Image.new("RGB", (56, 84))], return_tensors="pt"
+    )
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+
+
+def test_size_is_configurable(tmp_path):
+    spec = TinyModelSpec(
+        text_hidden_size=64, text_layers=1, text_heads=2, text_kv_heads=1, vision_depth=1, vocab_size=600
+    )
+    path = ensure_tiny_checkpoint(spec, name="smaller", cache_dir=tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    assert config["text_config"]["hidden_size"] == 64
+    assert config["text_config"]["num_hidden_layers"] == 1
+    assert json.loads((path / "tiny_spec.json").read_text())["vocab_size"] == 600
+
+
+def test_mrope_section_fills_half_the_head_dim():
+    for head_dim, expected in ((128, [16, 24, 24]), (32, [4, 6, 6])):
+        assert mrope_section(head_dim) == expected
+
+
+def test_tokenizer_has_every_qwen_special_token_as_one_token(tokenizer):
+    for token in SPECIAL_TOKENS + NON_SPECIAL_ADDED_TOKENS:
+        ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids[0]) == token
+    # Like Qwen, the tool-call tags survive skip_special_tokens; the chat markers do not.
+    text = tokenizer.decode(tokenizer("<tool_call>x</tool_call><|im_end|>")["input_ids"], skip_special_tokens=True)
+    assert text == "<tool_call>x</tool_call>"
+
+
+def test_chat_template_renders_system_user_assistant_and_tool_turns_with_images(processor):
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "<tool_call>{}</tool_call>"},
+        {"role": "tool", "content": [{"type": "image"}, {"type": "text", "text": "bigger"}]},
+    ]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is it?<|im_end|>\n"
+        "<|im_start|>assistant\n<tool_call>{}</tool_call><|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\n<|vision_start|><|image_pad|><|vision_end|>bigger\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_processor_expands_each_image_and_reloads_offline(tiny_path):
+    processor = load_processor(tiny_path, {"shortest_edge": 3136, "longest_edge": 448 * 448})
+    batch = processor(
+        text=["<|vision_start|><|image_pad|><|vision_end|>a<|vision_start|><|image_pad|><|vision_end|>"],
+        images=[Image.new("RGB", (112, 112)), Image.new("RGB", (224, 224))],
+        return_tensors="pt",
+    )
+    assert int((batch["input_ids"] == processor.image_token_id).sum()) == 16 + 64
+    assert batch["image_grid_thw"].tolist() == [[1, 8, 8], [1, 16, 16]]
+
+
+def test_missing_checkpoint_folder_is_a_clear_error(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_policy(ModelConfig(name_or_path=str(tmp_path / "nowhere")))

@@ -1,0 +1,129 @@
+"""End to end through `python src/train.py`: metrics in MLflow, and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from conftest import ROOT
+from visionthink.models import ModelConfig, load_policy
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_METRICS = [
+    "train/reward", "train/accuracy", "train/format", "train/penalty", "train/resize_ratio", "train/visual_tokens",
+    "train/visual_token_ratio", "train/response_tokens", "train/kl", "train/loss", "train/clip_fraction",
+    "train/filtered_groups", "perf/step_seconds", "perf/rollout_seconds", "perf/tokens_per_second",
+    "val/accuracy", "val/resize_ratio", "val/visual_tokens",
+]  # fmt: skip
+
+
+def train_command(workdir: Path, run_name: str, *overrides: str) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "src" / "train.py"),
+        f"run_name={run_name}",
+        f"paths.data_dir={workdir / 'data'}",
+        f"paths.outputs_dir={workdir / 'outputs'}",
+        "data.synthetic.splits={train: 32, val: 8, test: 8}",
+        "data.val.limit=4",
+        "rollout.sampling.max_new_tokens=16",
+        "rollout.val_sampling.max_new_tokens=16",
+        *overrides,
+    ]  # fmt: skip
+
+
+def environment(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    return env
+
+
+def run(workdir: Path, run_name: str, *overrides: str) -> None:
+    result = subprocess.run(
+        train_command(workdir, run_name, *overrides),
+        env=environment(workdir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def mlflow_run(workdir: Path, run_name: str):
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("visionthink")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
+    return client, runs
+
+
+def history(client, run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def test_two_step_run_logs_everything_to_mlflow(tmp_path):
+    run(tmp_path, "two_steps", "trainer.max_steps=2", "trainer.val_check_interval=2", "reward.penalty_theta=0.3")
+    client, runs = mlflow_run(tmp_path, "two_steps")
+    assert len(runs) == 1
+    mlrun = runs[0]
+    assert mlrun.info.status == "FINISHED"
+    missing = [name for name in REQUIRED_METRICS if name not in mlrun.data.metrics]
+    assert not missing, f"missing metrics {missing}; logged {sorted(mlrun.data.metrics)}"
+    assert sorted(history(client, mlrun.info.run_id, "train/reward")) == [1, 2]
+    assert mlrun.data.params["reward/penalty_theta"] == "0.3"
+    assert mlrun.data.params["model/tiny/text_hidden_size"] == "128"
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"config.yaml", "rollouts"} <= artifacts
+    # The visual-token metrics agree with the resolution policy: 16 tokens low, 64 high.
+    assert 16 <= mlrun.data.metrics["train/visual_tokens"] <= 16 + 64
+
+
+def final_policy(workdir: Path, run_name: str) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(workdir / "outputs" / "runs" / run_name / "checkpoints" / "last.ckpt", weights_only=False)
+    return checkpoint["global_step"], {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
+
+
+def test_resume_after_sigkill_is_exact_and_continues_the_mlflow_run(tmp_path):
+    # The entropy bonus gives the untrained model a gradient, so the weights really move every step.
+    settings = (
+        "trainer.max_steps=6", "callbacks.model_checkpoint.every_n_train_steps=2", "trainer.val_check_interval=100",
+        "grpo.entropy_coef=0.01", "optim.optimizer.lr=1e-3",
+    )  # fmt: skip
+    run(tmp_path, "straight", *settings)
+
+    process = subprocess.Popen(
+        train_command(tmp_path, "killed", *settings), env=environment(tmp_path),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    last = tmp_path / "outputs" / "runs" / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert last.exists(), "no checkpoint was written before the kill"
+    killed_at, _ = final_policy(tmp_path, "killed")
+    assert killed_at < 6, "the run finished before it could be killed"
+    run_id_before = (tmp_path / "outputs" / "runs" / "killed" / "mlflow_run_id").read_text()
+
+    run(tmp_path, "killed", *settings, "ckpt_path=last")
+
+    step_straight, straight = final_policy(tmp_path, "straight")
+    step_resumed, resumed = final_policy(tmp_path, "killed")
+    assert step_straight == step_resumed == 6
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
+    initial = load_policy(ModelConfig()).state_dict()
+    assert any(not torch.equal(value, initial[name.removeprefix("policy.")]) for name, value in straight.items())
+    client, runs = mlflow_run(tmp_path, "killed")
+    assert len(runs) == 1 and runs[0].info.run_id == run_id_before
+    _, straight_runs = mlflow_run(tmp_path, "straight")
+    for key in ("train/reward", "train/response_tokens", "train/loss"):
+        assert history(client, run_id_before, key) == history(client, straight_runs[0].info.run_id, key), key
