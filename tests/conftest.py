@@ -11,7 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from visionthink.data import SampleDataset, SyntheticConfig, write_synthetic  # noqa: E402
@@ -23,10 +22,15 @@ CONF_DIR = ROOT / "conf"
 SMALL_RESOLUTION = ResolutionPolicy(min_pixels=56 * 56, max_pixels=448 * 448, processor_min_pixels=56 * 56)
 
 
+def load_config_node(group: str, name: str):
+    """Instantiate one shipped config, e.g. ``load_config_node("prompt", "agent")``."""
+    from omegaconf import OmegaConf
+
+    return instantiate(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
+
+
 def load_prompt(name: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"prompt={name}"])
-    return instantiate(cfg.prompt)
+    return load_config_node("prompt", name)
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +104,45 @@ def answer_turn(answer: str) -> str:
 @pytest.fixture
 def scripted(tokenizer):
     return lambda script: ScriptedEngine(tokenizer, script)
+
+
+def compose_train(overrides: list[str], output_dir: Path | None = None):
+    """The train config as `python src/train.py <overrides>` would compose it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir or "/tmp/visionthink-test-output")
+        del cfg["hydra"]  # as in a real run, the task function does not see Hydra's own node
+    return cfg
+
+
+def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[str, float]:
+    """Run training in this process; with `script`, a ScriptedEngine replaces the model's generation."""
+    from unittest import mock
+
+    from visionthink.training import module as module_lib
+    from visionthink.training.run import train
+
+    base = [
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.outputs_dir={tmp_path / 'outputs'}",
+        "data.synthetic.splits={train: 16, val: 4, test: 4}",
+        "data.val.limit=4",
+        "rollout.sampling.max_new_tokens=16",
+        "rollout.val_sampling.max_new_tokens=16",
+        f"logger.mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    cfg = compose_train(base + overrides, output_dir=tmp_path / "run")
+    if script is None:
+        return train(cfg)
+    engine = lambda model, tokenizer: ScriptedEngine(tokenizer, script)  # noqa: E731
+    with (
+        mock.patch.object(module_lib, "TransformersRolloutEngine", engine),
+        mock.patch.object(module_lib.SharedModuleSync, "push", lambda self, policy: None),
+    ):
+        return train(cfg)

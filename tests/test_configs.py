@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, compose_train
 
 GROUPS = {
     group.name: sorted(p.stem for p in group.glob("*.yaml"))
     for group in CONF_DIR.iterdir()
-    if group.is_dir() and group.name not in ("hydra", "hparams_search", "experiment")
+    # judge_prompt is composed into judge configs (judge.prompt), not selected on its own
+    if group.is_dir() and group.name not in ("hydra", "hparams_search", "experiment", "judge_prompt")
 }
 INSTANTIATED = ("model", "prompt", "resolution", "rollout", "reward", "judge", "grpo")
 
 
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = "/tmp/visionthink-test-output"
-    return cfg
-
-
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
-def test_every_group_option_composes_and_instantiates(group, option):
+def test_every_group_option_composes_and_instantiates(group, option, monkeypatch):
+    # API judges read their key from the environment at construction.
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "test-key")
     cfg = compose_train([f"{group}={option}"])
     assert cfg[group] is not None
     if group in INSTANTIATED:

@@ -25,8 +25,13 @@ class RewardConfig:
     direct_penalty: float = 0.1
     # Subtracted from high-resolution rollouts when r >= theta.
     high_res_penalty: float = 0.1
+    # What the judge sees: `strict` = the final turn's single <answer>...</answer>; `split` = the
+    # text after the last <answer> of the whole episode (the released code's two options).
+    answer_extraction: Literal["strict", "split"] = "strict"
 
     def __post_init__(self) -> None:
+        if self.answer_extraction not in ("strict", "split"):
+            raise ValueError(f"reward.answer_extraction must be strict or split, got {self.answer_extraction!r}")
         if self.penalty_mode not in PENALTY_MODES:
             raise ValueError(f"reward.penalty_mode must be one of {PENALTY_MODES}, got {self.penalty_mode!r}")
         if not 0.0 <= self.penalty_theta <= 1.0:
@@ -44,19 +49,27 @@ class RolloutScore:
     verdict: Verdict
 
 
-def judge_trajectories(trajectories: Sequence[Trajectory], judge: Judge) -> list[Verdict]:
-    """Ask the judge about every trajectory with a final answer; others are wrong without asking."""
+def prediction(trajectory: Trajectory, extraction: str = "strict") -> str | None:
+    """The answer text the judge sees, or None when the episode gave no answer."""
+    if extraction == "split":
+        text = " ".join(trajectory.turn_texts)
+        return text.split("<answer>")[-1].split("</answer>")[0].strip() if "<answer>" in text else None
+    answer = trajectory.final_answer
+    return answer.answer if answer is not None else None
+
+
+def judge_trajectories(trajectories: Sequence[Trajectory], judge: Judge, extraction: str = "strict") -> list[Verdict]:
+    """Ask the judge about every trajectory with an answer; others are wrong without asking."""
     verdicts: list[Verdict | None] = [None] * len(trajectories)
     items, positions = [], []
     for position, trajectory in enumerate(trajectories):
-        answer = trajectory.final_answer
+        answer = prediction(trajectory, extraction)
         if answer is None:
             verdicts[position] = Verdict(False, f"no final answer ({trajectory.end_reason})")
             continue
         sample = trajectory.episode.sample
-        items.append(
-            JudgeItem(sample.question.replace("<image>", "").strip(), sample.answer, answer.answer, sample.answers)
-        )
+        question = sample.question.replace("<image>", "").strip()
+        items.append(JudgeItem(question, sample.answer, answer, sample.answers))
         positions.append(position)
     for position, verdict in zip(positions, judge.judge(items) if items else [], strict=True):
         verdicts[position] = verdict

@@ -124,7 +124,7 @@ class VisionThinkGRPO(L.LightningModule):
         log.warning("skipped %s", error)
 
     def score(self, trajectories: list[Trajectory]) -> list[RolloutScore]:
-        verdicts = judge_trajectories(trajectories, self.judge)
+        verdicts = judge_trajectories(trajectories, self.judge, self.reward_config.answer_extraction)
         return score_trajectories(trajectories, verdicts, self.prompt, self.reward_config)
 
     def _groups(
@@ -161,6 +161,7 @@ class VisionThinkGRPO(L.LightningModule):
         metrics.update(
             {f"train/{k}": v for k, v in {**rollout_metrics(trajectories, scores), **filter_metrics}.items()}
         )
+        metrics.update(self.judge.take_stats().as_metrics())
         generated = sum(t.generated_tokens for t in trajectories)
         metrics.update(
             {"perf/rollout_seconds": rollout_seconds, "perf/tokens_per_second": generated / max(rollout_seconds, 1e-9)}

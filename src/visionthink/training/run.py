@@ -97,7 +97,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     log_config(loggers, cfg, output_dir, resuming=ckpt_path is not None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if datamodule.val_source is not None and module.last_validated_step != trainer.global_step:
         # The metrics a sweeper optimises must describe the final policy.
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+        metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
+    return metrics

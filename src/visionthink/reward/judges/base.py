@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,9 +30,57 @@ class Verdict:
         return self.correct is not None
 
 
+@dataclass
+class JudgeStats:
+    """Counters since the last ``Judge.take_stats()``; logged as judge/* metrics."""
+
+    items: int = 0
+    invalid: int = 0
+    cache_hits: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+    def as_metrics(self) -> dict[str, float]:
+        return {
+            "judge/items": float(self.items),
+            "judge/invalid_rate": self.invalid / self.items if self.items else 0.0,
+            "judge/cache_hits": float(self.cache_hits),
+            "judge/requests": float(self.requests),
+            "judge/retries": float(self.retries),
+            "judge/seconds": self.seconds,
+        }
+
+
 class Judge(ABC):
     """Decides whether predictions match the ground truth."""
 
-    @abstractmethod
+    def __init__(self) -> None:
+        self.stats = JudgeStats()
+        self._stats_lock = threading.Lock()
+
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         """One verdict per item, in order; never raises for a single bad item."""
+        started = time.perf_counter()
+        verdicts = self._judge(items)
+        with self._stats_lock:
+            self.stats.items += len(items)
+            self.stats.invalid += sum(not v.valid for v in verdicts)
+            self.stats.seconds += time.perf_counter() - started
+        return verdicts
+
+    @abstractmethod
+    def _judge(self, items: Sequence[JudgeItem]) -> list[Verdict]: ...
+
+    def count(self, **increments: int) -> None:
+        with self._stats_lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+
+    def take_stats(self) -> JudgeStats:
+        with self._stats_lock:
+            stats, self.stats = self.stats, JudgeStats()
+        return stats
+
+    def close(self) -> None:  # noqa: B027 (optional hook; most judges hold nothing to release)
+        """Release clients, threads or models."""

@@ -41,13 +41,14 @@ def choice_letter(text: str) -> str | None:
 
 class RuleJudge(Judge):
     def __init__(self, numeric_tolerance: float = 0.0):
+        super().__init__()
         # Relative tolerance for numeric answers (0 = equal values, "3.0" matches "3").
         self.numeric_tolerance = numeric_tolerance
 
-    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        return [self._judge(item) for item in items]
+    def _judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        return [self._judge_one(item) for item in items]
 
-    def _judge(self, item: JudgeItem) -> Verdict:
+    def _judge_one(self, item: JudgeItem) -> Verdict:
         prediction = extract_boxed(item.prediction) or item.prediction
         for truth in item.ground_truths or (item.ground_truth,):
             truth = extract_boxed(truth) or truth

@@ -1,0 +1,34 @@
+"""MLflow runs for the entry points that are not Lightning training runs (audit, evaluation, sweeps)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import mlflow
+
+
+@contextmanager
+def mlflow_run(
+    settings: Any, run_name: str, tags: dict[str, str] | None = None
+) -> Iterator[tuple[mlflow.MlflowClient, str]]:
+    """Create (or reuse) the experiment ``settings.experiment_name`` and one run in it.
+
+    ``settings`` has ``tracking_uri``, ``experiment_name`` and ``artifact_location``. The run ends
+    FINISHED, or FAILED when the body raises.
+    """
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(settings.experiment_name, artifact_location=settings.get("artifact_location"))
+    )
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+    try:
+        yield client, run.info.run_id
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id, status="FINISHED")
