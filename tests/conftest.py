@@ -106,14 +106,14 @@ def scripted(tokenizer):
     return lambda script: ScriptedEngine(tokenizer, script)
 
 
-def compose_train(overrides: list[str], output_dir: Path | None = None):
-    """The train config as `python src/train.py <overrides>` would compose it."""
+def compose_train(overrides: list[str], output_dir: Path | None = None, config_name: str = "train"):
+    """The config as `python src/<config_name>.py <overrides>` would compose it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir or "/tmp/visionthink-test-output")

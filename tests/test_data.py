@@ -65,7 +65,7 @@ def test_wrong_column_names_list_what_was_expected_and_found(tmp_path):
     (tmp_path / "d.jsonl").write_text(json.dumps({"picture": "a.png", "problem": "q", "answer": "a"}))
     with pytest.raises(
         DataFormatError,
-        match=r"expected one of \['images'\], found \['picture', 'problem', 'answer'\].*data.columns.image",
+        match=r"expected one of \['images'\], found \['picture', 'problem', 'answer'\].*columns.image",
     ):
         SampleDataset(tmp_path / "d.jsonl")
 

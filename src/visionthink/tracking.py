@@ -32,3 +32,20 @@ def mlflow_run(
         client.set_terminated(run.info.run_id, status="FAILED")
         raise
     client.set_terminated(run.info.run_id, status="FINISHED")
+
+
+def log_evaluation(cfg: Any, results: dict[str, dict[str, dict[str, float]]], output: Any) -> None:
+    """One MLflow run per evaluation: metrics named <benchmark>/<mode>/<figure>, the outputs as artifacts."""
+    import math
+
+    with mlflow_run(cfg.mlflow, run_name=f"eval-{cfg.run_name}") as (client, run_id):
+        client.log_param(run_id, "model", cfg.model.get("name_or_path") or cfg.model.get("tiny_name"))
+        client.log_param(run_id, "checkpoint", str(cfg.get("checkpoint")))
+        client.log_param(run_id, "modes", ",".join(cfg.eval.modes))
+        for benchmark, modes in results.items():
+            for mode, figures in modes.items():
+                for name, value in figures.items():
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        client.log_metric(run_id, f"{benchmark}/{mode}/{name}".replace("mme/", "mme_"), float(value))
+        for name in ("results.json", "table.md", "score_vs_tokens.png"):
+            client.log_artifact(run_id, str(output / name))

@@ -23,7 +23,7 @@ from visionthink.errors import InputError
 log = logging.getLogger(__name__)
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """A dataset whose files or columns do not fit the configuration."""
 
 
@@ -41,24 +41,30 @@ class ColumnMapping:
     use_tool: str | None = None
     # When absent, samples are named "<file name>:<row>".
     sample_id: str | None = None
+    # More columns to keep, as {info key: column}, e.g. a benchmark's question category.
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def open_table(path: str | Path) -> datasets.Dataset:
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataFormatError(f"data path {path} does not exist; run `make data` for the synthetic set or fix the path")
+        raise DataFormatError(
+            f"data path {path} does not exist", "Run `make data` for the synthetic set, or fix the path"
+        )
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_info.json").exists()):
         table = datasets.load_from_disk(str(path))
         if isinstance(table, datasets.DatasetDict):
-            raise DataFormatError(f"{path} holds splits {list(table)}; point the config at one split folder")
+            raise DataFormatError(f"{path} holds splits {list(table)}", "Point the config at one split folder")
         return table
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
-        raise DataFormatError(f"{path} has no parquet files and is not a save_to_disk folder")
+        raise DataFormatError(f"{path} has no parquet files and is not a save_to_disk folder", "Fix the path")
     suffix = files[0].suffix
     builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}.get(suffix)
     if builder is None:
-        raise DataFormatError(f"{files[0]}: unsupported file type {suffix!r}; use parquet, json/jsonl or save_to_disk")
+        raise DataFormatError(
+            f"{files[0]}: unsupported file type {suffix!r}", "Use parquet, json/jsonl or save_to_disk"
+        )
     return datasets.load_dataset(builder, data_files=[str(file) for file in files], split="train")
 
 
@@ -85,8 +91,8 @@ def _pick(
     if not required:
         return None
     raise DataFormatError(
-        f"{source}: no column for {field_name!r}; expected one of {options}, found {list(columns)}. "
-        f"Set data.columns.{field_name}=<column name> in the data config."
+        f"{source}: no column for {field_name!r}; expected one of {options}, found {list(columns)}",
+        f"Set the column mapping (data.train.columns.{field_name}=<column>, or benchmark.<name>.columns.{field_name})",
     )
 
 
@@ -117,6 +123,9 @@ class SampleDataset(Dataset):
             "info": _pick(names, columns.info, "info", where, required=False),
             "use_tool": _pick(names, columns.use_tool, "use_tool", where, required=columns.use_tool is not None),
             "sample_id": _pick(names, columns.sample_id, "sample_id", where, required=columns.sample_id is not None),
+        }
+        self.extra = {
+            key: _pick(names, column, f"extra.{key}", where, required=True) for key, column in columns.extra.items()
         }
         table = _undecoded_images(table, self.columns["image"])
         if limit is not None:
@@ -153,6 +162,7 @@ class SampleDataset(Dataset):
             )
         info = row.get(self.columns["info"]) if self.columns["info"] else None
         info = dict(info) if isinstance(info, dict) else {}
+        info.update({key: row[column] for key, column in self.extra.items()})
         use_tool = row.get(self.columns["use_tool"]) if self.columns["use_tool"] else info.get("use_tool")
         data_source = row.get(self.columns["data_source"]) if self.columns["data_source"] else None
         sample = Sample(

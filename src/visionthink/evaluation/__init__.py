@@ -1,0 +1,1 @@
+"""Evaluation: adaptive vs full vs low resolution on benchmarks, with token and time accounting."""

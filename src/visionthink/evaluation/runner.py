@@ -1,0 +1,133 @@
+"""Evaluate a policy on benchmarks in adaptive, full and low resolution modes.
+
+Inputs are checked before anything is written (benchmark files and columns, non-empty sets,
+the checkpoint). Each finished (benchmark, mode) pass is saved atomically, so a rerun with the
+same run name skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from visionthink.data.readers import ColumnMapping, SampleDataset
+from visionthink.episode.builder import EpisodeBuilder
+from visionthink.errors import InputError
+from visionthink.evaluation.report import write_atomic, write_results
+from visionthink.evaluation.scoring import METRICS, Record, accounting, benchmark_scores
+from visionthink.models.loading import load_policy, load_processor
+from visionthink.reward.scoring import judge_trajectories, prediction
+from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
+from visionthink.rollout.engine import SamplingConfig
+from visionthink.rollout.hf_engine import TransformersRolloutEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    dataset: SampleDataset
+    metric: str
+
+
+def open_benchmarks(cfg: DictConfig, resolution: Any) -> list[Benchmark]:
+    benchmarks = []
+    for name, spec in cfg.benchmark.items():
+        if spec.metric not in METRICS:
+            raise InputError(f"benchmark {name}: unknown metric {spec.metric!r}", f"Use one of {', '.join(METRICS)}")
+        columns = instantiate(spec.columns) if spec.get("columns") else ColumnMapping()
+        dataset = SampleDataset(spec.path, columns, spec.get("limit"), validate=resolution.check)
+        if len(dataset) == 0:
+            raise InputError(
+                f"benchmark {name} at {spec.path} has no samples", "Check the path and benchmark.<name>.limit"
+            )
+        benchmarks.append(Benchmark(name, dataset, spec.metric))
+    if not benchmarks:
+        raise InputError("no benchmark selected", "Pass benchmark=<name> or benchmark=[a,b]")
+    return benchmarks
+
+
+def load_model(cfg: DictConfig):
+    model_config = instantiate(cfg.model)
+    checkpoint = cfg.get("checkpoint")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise InputError(
+            f"checkpoint {checkpoint} does not exist", "Pass a training checkpoint (.ckpt) or checkpoint=null"
+        )
+    path = model_config.resolve_path()
+    policy = load_policy(model_config, path)
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        weights = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
+        if not weights:
+            raise InputError(
+                f"checkpoint {checkpoint} holds no policy weights", "Pass a checkpoint written by src/train.py"
+            )
+        policy.load_state_dict(weights)
+    return path, policy.eval()
+
+
+def evaluate_mode(
+    driver: EpisodeDriver, benchmark: Benchmark, mode: str, judge, settings: DictConfig
+) -> dict[str, float]:
+    records: list[Record] = []
+    sampling = SamplingConfig(greedy=True, max_new_tokens=settings.max_new_tokens)
+    started = time.perf_counter()
+    batches = range(0, len(benchmark.dataset), settings.batch_size)
+    for start in tqdm(batches, desc=f"{benchmark.name}/{mode}", unit="batch"):
+        indices = range(start, min(start + settings.batch_size, len(benchmark.dataset)))
+        episodes = [driver.builder.build(benchmark.dataset.load(i), mode) for i in indices]
+        trajectories = driver.run(episodes, sampling, group_size=1)
+        verdicts = judge_trajectories(trajectories, judge, settings.answer_extraction)
+        records += [
+            Record(t, prediction(t, settings.answer_extraction), v) for t, v in zip(trajectories, verdicts, strict=True)
+        ]
+    seconds = time.perf_counter() - started
+    return {**benchmark_scores(benchmark.metric, records), **accounting(records, seconds)}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
+    torch.manual_seed(cfg.seed)
+    resolution = instantiate(cfg.resolution)
+    benchmarks = open_benchmarks(cfg, resolution)
+    unknown = [m for m in cfg.eval.modes if m not in cfg.prompts]
+    if unknown:
+        raise InputError(f"modes {unknown} have no prompt", "Use adaptive, full and low, or add prompts.<mode>")
+    path, policy = load_model(cfg)
+    processor = load_processor(path, resolution.processor_size())
+    judge = instantiate(cfg.judge)
+    engine = TransformersRolloutEngine(policy, processor.tokenizer)
+    output = Path(cfg.paths.outputs_dir) / "eval" / cfg.run_name
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for benchmark in benchmarks:
+            for mode in cfg.eval.modes:
+                done = output / "partial" / f"{benchmark.name}__{mode}.json"
+                if done.exists():
+                    log.info("%s/%s already evaluated in %s", benchmark.name, mode, done)
+                    figures = json.loads(done.read_text())
+                else:
+                    prompt = instantiate(cfg.prompts[mode])
+                    rollout = RolloutConfig(group_size=1, max_images=cfg.eval.max_images, max_turns=cfg.eval.max_turns)
+                    driver = EpisodeDriver(engine, EpisodeBuilder(processor, prompt, resolution), rollout)
+                    figures = evaluate_mode(driver, benchmark, mode, judge, cfg.eval)
+                    write_atomic(done, json.dumps(figures, indent=2))
+                results.setdefault(benchmark.name, {})[mode] = figures
+    finally:
+        judge.close()
+    for modes in results.values():
+        full = modes.get("full")
+        for figures in modes.values():
+            figures["score_vs_full"] = figures["score"] / full["score"] if full and full["score"] else float("nan")
+    write_results(results, output)
+    return results

@@ -1,0 +1,72 @@
+"""Benchmark metrics on hand-made cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from visionthink.evaluation.metrics import (
+    anls,
+    mme_answer,
+    mme_scores,
+    ocrbench_match,
+    pope_label,
+    pope_scores,
+    relaxed_correctness,
+)
+
+
+@pytest.mark.parametrize(
+    "prediction,target,expected",
+    [
+        ("47", "47", True),
+        ("46", "47", True),  # within 5%: the official metric's flaw the paper shows (Fig. 6)
+        ("47%", "47", False),  # 0.47 vs 47: the other flaw
+        ("0.47", "47", False),
+        ("44", "47", False),
+        ("Yes", "yes", True),
+        ("0", "0", True),
+        ("0.1", "0", False),
+    ],
+)
+def test_chartqa_relaxed_correctness(prediction, target, expected):
+    assert relaxed_correctness(prediction, target) is expected
+
+
+def test_anls():
+    assert anls("Hello World", ["hello world"]) == 1.0
+    assert anls("hello wrld", ["hello world"]) == pytest.approx(1 - 1 / 11)
+    assert anls("abc", ["xyz"]) == 0.0  # similarity 0 < 0.5
+    assert anls("jon", ["john", "jon"]) == 1.0  # best accepted answer
+    assert anls("jo", ["john"]) == 0.0  # normalised distance 2/4 is not below the 0.5 threshold
+    assert anls("joh", ["john"]) == pytest.approx(0.75)
+
+
+def test_ocrbench_containment():
+    assert ocrbench_match("The sign says STOP here", ["stop"])
+    assert not ocrbench_match("go", ["stop"])
+    hme = "Handwritten Mathematical Expression Recognition"
+    assert ocrbench_match("x ^ { 2 } + 1", ["x^{2}+1"], hme)
+    assert not ocrbench_match("x^{3}+1", ["x^{2}+1"], hme)
+
+
+def test_pope():
+    assert [pope_label(p) for p in ["Yes, there is.", "No.", "There is not a dog", "yes"]] == ["yes", "no", "no", "yes"]
+    scores = pope_scores(["yes", "yes", "no", "no"], ["yes", "no", "no", "yes"])
+    assert scores["accuracy"] == 50.0 and scores["precision"] == 50.0 and scores["recall"] == 50.0
+    assert scores["f1"] == 50.0 and scores["yes_ratio"] == 50.0
+    perfect = pope_scores(["yes", "no"], ["yes", "no"])
+    assert perfect["f1"] == 100.0
+
+
+def test_mme_acc_plus():
+    assert mme_answer("Yes, it is.") == "yes" and mme_answer("I think no") == "no" and mme_answer("maybe") is None
+    records = [
+        ("existence", "img1", True), ("existence", "img1", True),  # both right: counts for acc+
+        ("existence", "img2", True), ("existence", "img2", False),
+        ("code_reasoning", "img3", False), ("code_reasoning", "img3", False),
+    ]  # fmt: skip
+    scores = mme_scores(records)
+    assert scores["mme/existence"] == pytest.approx(75.0 + 50.0)
+    assert scores["mme/code_reasoning"] == 0.0
+    assert scores["perception"] == pytest.approx(125.0) and scores["cognition"] == 0.0
+    assert scores["total"] == pytest.approx(125.0)
