@@ -146,3 +146,31 @@ def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[
         mock.patch.object(module_lib.SharedModuleSync, "push", lambda self, policy: None),
     ):
         return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def sft_checkpoint(tmp_path_factory) -> Path:
+    """The tiny model after a short supervised cold start: it answers in the prompt's format
+    often enough for rewards (and so advantages) to vary."""
+    import lightning as L
+
+    from visionthink.data.datamodule import DataSource, VisionThinkDataModule
+    from visionthink.training.sft import SFTModule
+
+    root = tmp_path_factory.mktemp("sft")
+    data = write_synthetic(root / "data", SyntheticConfig(splits={"train": 512, "val": 8}))
+    L.seed_everything(0)
+    datamodule = VisionThinkDataModule(DataSource(str(data / "train")), batch_size=8, resolution=SMALL_RESOLUTION)
+    module = SFTModule(
+        ModelConfig(),
+        load_prompt("agent"),
+        SMALL_RESOLUTION,
+        optimizer=lambda params: __import__("torch").optim.AdamW(params, lr=3e-3),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        use_distributed_sampler=False, enable_model_summary=False, gradient_clip_val=1.0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    module.export(str(root / "model"))
+    return root / "model"

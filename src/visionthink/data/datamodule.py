@@ -1,7 +1,8 @@
 """The LightningDataModule over ``SampleDataset``s.
 
-The train loader is a ``StatefulDataLoader``: Lightning stores its position in every
-checkpoint, so a resumed run continues with the very next batch.
+The train loader is a ``StatefulDataLoader`` over global batches (``GlobalBatchSampler``):
+Lightning stores its position in every checkpoint, so a resumed run continues with the very next
+batch, and ``batch_size`` counts prompts per step across all ranks.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-import torch
+from torch.utils.data import Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from visionthink.data.batching import BadSamplePolicy, CollateSamples
 from visionthink.data.readers import ColumnMapping, SampleDataset
+from visionthink.data.sampler import GlobalBatchSampler
 from visionthink.data.synthetic import SyntheticConfig, write_synthetic
 from visionthink.episode.resolution import ResolutionPolicy
 
@@ -63,24 +65,23 @@ class VisionThinkDataModule(L.LightningDataModule):
         if self.val_source is not None and self.val_set is None:
             self.val_set = self._dataset(self.val_source)
 
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> StatefulDataLoader:
+        rank, world_size = self._ranks()
+        sampler = GlobalBatchSampler(len(self.train_set), self.batch_size, self.seed, rank, world_size)
         return StatefulDataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            drop_last=True,
+            self.train_set, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers
         )
 
     def val_dataloader(self) -> StatefulDataLoader | list:
         if self.val_set is None:
             return []
+        rank, world_size = self._ranks()
+        # Each rank validates its share; the module gathers the metrics.
+        shard = Subset(self.val_set, range(rank, len(self.val_set), world_size))
         return StatefulDataLoader(
-            self.val_set,
-            batch_size=self.val_batch_size,
-            shuffle=False,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
+            shard, batch_size=self.val_batch_size, shuffle=False, collate_fn=self.collate, num_workers=self.num_workers
         )

@@ -17,6 +17,7 @@ from visionthink.episode.builder import Episode, EpisodeBuilder, Segment
 from visionthink.episode.parser import Malformed, ToolCall, TurnParser
 from visionthink.rollout.engine import GenerationRequest, RolloutEngine, SamplingConfig
 from visionthink.rollout.hf_engine import STOP_TOKENS, VISION_TOKENS, token_ids
+from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory, Turn
 
 ToolErrorPolicy = Literal["error_turn", "end"]
@@ -49,29 +50,43 @@ class EpisodeDriver:
         self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
 
     def run(
-        self, episodes: Sequence[Episode], sampling: SamplingConfig, group_size: int | None = None
+        self,
+        episodes: Sequence[Episode],
+        sampling: SamplingConfig,
+        group_size: int | None = None,
+        seed: int | None = None,
     ) -> list[Trajectory]:
-        """Roll out every episode ``group_size`` times; trajectories come group by group."""
+        """Roll out every episode ``group_size`` times; trajectories come group by group.
+
+        With ``seed``, every rollout samples from its own stream keyed by (seed, sample id, rollout
+        index, turn), so results do not depend on how samples are batched or sharded."""
         group_size = group_size or self.config.group_size
         trajectories = [
             Trajectory(
                 episode=episode,
                 group=index,
+                rollout=rollout,
                 token_ids=list(episode.prompt.token_ids),
                 loss_mask=[0] * len(episode.prompt.token_ids),
                 images=list(episode.prompt.images),
             )
             for index, episode in enumerate(episodes)
-            for _ in range(group_size)
+            for rollout in range(group_size)
         ]
         running = list(trajectories)
         for turn_index in range(self.config.max_turns):
             if not running:
                 break
             started = time.perf_counter()
-            results = self.engine.generate(
-                [GenerationRequest(token_ids=t.token_ids, images=t.images) for t in running], sampling
-            )
+            requests = [
+                GenerationRequest(
+                    token_ids=t.token_ids,
+                    images=t.images,
+                    seed=None if seed is None else mix_seed(seed, t.episode.sample.sample_id, t.rollout, turn_index),
+                )
+                for t in running
+            ]
+            results = self.engine.generate(requests, sampling)
             elapsed = time.perf_counter() - started
             still_running = []
             for trajectory, result in zip(running, results, strict=True):

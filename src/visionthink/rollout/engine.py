@@ -29,6 +29,8 @@ class SamplingConfig:
 class GenerationRequest:
     token_ids: list[int]
     images: list[EncodedImage]
+    # Seed of this request's own sampling noise (see visionthink.rollout.seeding); None: the global RNG.
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

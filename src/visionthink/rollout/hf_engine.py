@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessorList
 
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
+from visionthink.rollout.seeding import SeededGumbelSampling
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -83,10 +84,18 @@ class TransformersRolloutEngine:
         batch = {k: v.to(device) for k, v in pack_requests(requests, self.pad_id, self.image_token_id).items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        config, processors = self.generation_config(sampling), []
+        seeds = [request.seed for request in requests]
+        if not sampling.greedy and all(seed is not None for seed in seeds):
+            # Per-request noise streams: greedy decoding over Gumbel-noised logits is sampling.
+            config = self.generation_config(SamplingConfig(greedy=True, max_new_tokens=sampling.max_new_tokens))
+            processors = [SeededGumbelSampling(seeds, sampling)]
         was_training = self.model.training
         self.model.eval()
         try:
-            output = self.model.generate(**batch, generation_config=self.generation_config(sampling))
+            output = self.model.generate(
+                **batch, generation_config=config, logits_processor=LogitsProcessorList(processors)
+            )
         finally:
             self.model.train(was_training)
         new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()

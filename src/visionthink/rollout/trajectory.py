@@ -19,8 +19,9 @@ class Turn:
 @dataclass
 class Trajectory:
     episode: Episode
-    # Index of the prompt group (rollouts of the same sample share it).
+    # Index of the prompt group (rollouts of the same sample share it), and of the rollout within it.
     group: int
+    rollout: int
     token_ids: list[int]
     # 1 on tokens the policy generated, 0 on prompt, tool-response and error-turn tokens.
     loss_mask: list[int]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -26,14 +27,17 @@ from visionthink.errors import InputError
 from visionthink.grpo.advantages import group_advantages, zero_variance_groups
 from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logprobs
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
+from visionthink.metrics.distributed import gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
 from visionthink.models.loading import ModelConfig, load_policy, load_processor
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.hf_engine import TransformersRolloutEngine
+from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.sync import SharedModuleSync
+from visionthink.training.collectives import all_ranks, max_across_ranks, sum_across_ranks, world_size
 from visionthink.training.config import GRPOConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class VisionThinkGRPO(L.LightningModule):
         grpo: GRPOConfig,
         optimizer: Any,
         scheduler: Any | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -65,6 +70,8 @@ class VisionThinkGRPO(L.LightningModule):
         self.sampling, self.val_sampling = rollout.sampling, rollout.val_sampling
         self.reward_config, self.judge, self.grpo = reward, judge, grpo
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # Rollout noise is keyed by (seed, step, sample, rollout): runs reproduce on any number of ranks.
+        self.seed = seed
         self.policy: Any = None
         self.reference: Any = None
         # The reference model is rebuilt from the base checkpoint, not stored in checkpoints.
@@ -149,111 +156,120 @@ class VisionThinkGRPO(L.LightningModule):
         step_started = time.perf_counter()
         episodes = self.episodes(batch)
         metrics: dict[str, float] = {"data/skipped_samples": float(self.skipped_samples)}
-        if not episodes:
-            self.publish(metrics)
-            return
-        rollout_started = time.perf_counter()
-        trajectories = self.driver.run(episodes, self.sampling)
-        rollout_seconds = time.perf_counter() - rollout_started
-        scores = self.score(trajectories)
-        self.last_rollouts = (trajectories, scores)
+        trajectories, scores = [], []
+        if episodes:
+            rollout_started = time.perf_counter()
+            rollout_seed = mix_seed(self.seed, self.global_step, self._generation_batches)
+            trajectories = self.driver.run(episodes, self.sampling, seed=rollout_seed)
+            rollout_seconds = time.perf_counter() - rollout_started
+            scores = self.score(trajectories)
+            self.last_rollouts = (trajectories, scores)
+            generated = sum(t.generated_tokens for t in trajectories)
+            metrics["perf/rollout_seconds"] = rollout_seconds
+            metrics["perf/tokens_per_second"] = generated / max(rollout_seconds, 1e-9)
         groups, filter_metrics = self._groups(trajectories, scores)
-        metrics.update(
-            {f"train/{k}": v for k, v in {**rollout_metrics(trajectories, scores), **filter_metrics}.items()}
-        )
+        rollouts = {**rollout_metrics(trajectories, scores), **filter_metrics}
+        metrics.update({f"train/{name}": value for name, value in rollouts.items()})
         metrics.update(self.judge.take_stats().as_metrics())
-        generated = sum(t.generated_tokens for t in trajectories)
-        metrics.update(
-            {"perf/rollout_seconds": rollout_seconds, "perf/tokens_per_second": generated / max(rollout_seconds, 1e-9)}
-        )
 
         self._buffer += groups
         self._generation_batches += 1
         wanted = len(episodes)
-        if len(self._buffer) < wanted and self._generation_batches < self.grpo.max_generation_batches:
+        enough = len(self._buffer) >= wanted or self._generation_batches >= self.grpo.max_generation_batches
+        # Every rank must take the same decision: an update is a collective under DDP.
+        if not all_ranks(enough):
             metrics["train/buffered_groups"] = float(len(self._buffer))
-            self.publish(metrics)
+            self.publish(metrics, weight=len(trajectories))
             return
         groups, self._buffer, self._generation_batches = self._buffer[:wanted], [], 0
-        metrics.update(self._update(groups) if groups else self._empty_update())
+        metrics.update(self._update(groups))
         metrics["perf/step_seconds"] = time.perf_counter() - step_started
-        self.publish(metrics)
-        self.log_dict(
-            {
-                "reward": metrics["train/reward"],
-                "acc": metrics["train/accuracy"],
-                "resize": metrics["train/resize_ratio"],
-            },
-            prog_bar=True,
-            logger=False,
-        )
+        self.publish(metrics, weight=len(trajectories))
+        progress = {"reward": "train/reward", "acc": "train/accuracy", "resize": "train/resize_ratio"}
+        self.log_dict({k: metrics.get(v, float("nan")) for k, v in progress.items()}, prog_bar=True, logger=False)
 
-    def publish(self, metrics: dict[str, float]) -> None:
+    def publish(self, metrics: dict[str, float], weight: float = 1.0) -> None:
         """Send metrics to the loggers now, at step = optimizer updates done.
 
         Lightning would log them after ``on_train_batch_end``, i.e. after the checkpoint of this
         step is written; a kill in between would lose them for good. They also go to
-        ``callback_metrics`` (what train.py returns to a sweeper)."""
+        ``callback_metrics`` (what train.py returns to a sweeper). Under DDP every rank calls
+        this; the ranks' figures are combined first (``weight``: this rank's trajectory count)."""
+        metrics = gather_metrics(metrics, weight)
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
         self.log_dict(metrics, logger=False)
 
     def _update(self, groups: list[ScoredGroup]) -> dict[str, float]:
+        """PPO epochs x mini-batches of optimizer steps over the kept groups.
+
+        All ranks run the same number of steps and of backward passes per step (a rank with fewer
+        groups pads with zero-loss passes); when no rank has anything to learn from, one step
+        without gradients keeps the step count (torch optimizers skip parameters without a
+        gradient, weight decay included)."""
         size = self.rollout_config.group_size
         trajectories = [t for g in groups for t in g.trajectories]
         rewards = torch.tensor([s.reward for g in groups for s in g.scores])
-        advantages = group_advantages(rewards, size, scale=self.grpo.scale_advantages)
+        advantages = group_advantages(rewards, size, scale=self.grpo.scale_advantages) if groups else rewards
+        micro = self.grpo.micro_batch_size
+        steps = [
+            list(range(group_slice.start * size, group_slice.stop * size))
+            for _ in range(self.grpo.ppo_epochs)
+            for group_slice in self._mini_batches(len(groups))
+        ]
+        passes = max_across_ranks([len(steps)] + [math.ceil(len(rows) / micro) for rows in steps])
+        steps += [[] for _ in range(passes[0] - len(steps))]
+        # Each step's loss is normalised by the tokens (or sequences) of all ranks together, so
+        # the gradient DDP averages equals the single-process one.
+        if self.grpo.aggregate == "token-mean":
+            local_sizes = [float(sum(trajectories[r].generated_tokens for r in rows)) for rows in steps]
+        else:
+            local_sizes = [float(len(rows)) for rows in steps]
+        global_sizes = sum_across_ranks(local_sizes)
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        if passes[0] == 0:
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            return {"train/updated_groups": 0.0, "train/lr": float(optimizer.param_groups[0]["lr"])}
+
         temperature = self.sampling.temperature
-        steps_per_batch = self.grpo.ppo_epochs * len(self._mini_batches(len(groups)))
-        old = None
-        if steps_per_batch > 1:
-            old = trajectory_logprobs(
-                self.policy, trajectories, self.pad_id, self.image_token_id, self.grpo.micro_batch_size, temperature
-            )
-        ref = None
+        old = ref = None
+        if len(steps) > 1:
+            old = trajectory_logprobs(self.policy, trajectories, self.pad_id, self.image_token_id, micro, temperature)
         if self.reference is not None:
             ref = trajectory_logprobs(
-                self.reference, trajectories, self.pad_id, self.image_token_id, self.grpo.micro_batch_size, temperature
+                self.reference, trajectories, self.pad_id, self.image_token_id, micro, temperature
             )
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
         totals: dict[str, list[float]] = {}
-        for _ in range(self.grpo.ppo_epochs):
-            for group_slice in self._mini_batches(len(groups)):
-                rows = list(range(group_slice.start * size, group_slice.stop * size))
-                for name, value in self._optimizer_step(
-                    trajectories, advantages, rows, old, ref, optimizer, scheduler
-                ).items():
-                    totals.setdefault(name, []).append(value)
+        for rows, backward_passes, global_size in zip(steps, passes[1:], global_sizes, strict=True):
+            parts = self._optimizer_step(
+                trajectories, advantages, rows, old, ref, backward_passes, global_size, optimizer, scheduler
+            )
+            for name, value in parts.items():
+                totals.setdefault(name, []).append(value)
         self.weight_sync.push(self.policy)
         metrics = {f"train/{name}": float(np.mean(values)) for name, values in totals.items()}
-        metrics["train/advantage_abs"] = float(advantages.abs().mean())
+        if groups:
+            metrics["train/advantage_abs"] = float(advantages.abs().mean())
         metrics["train/updated_groups"] = float(len(groups))
         metrics["train/lr"] = float(optimizer.param_groups[0]["lr"])
         return metrics
-
-    def _empty_update(self) -> dict[str, float]:
-        """No informative group: step without gradients, so the step is counted but nothing changes
-        (parameters without a gradient are skipped by torch optimizers, weight decay included)."""
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        optimizer.step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
-        return {"train/updated_groups": 0.0, "train/lr": float(optimizer.param_groups[0]["lr"])}
 
     def _mini_batches(self, num_groups: int) -> list[slice]:
         size = self.grpo.mini_batch_size or num_groups
         return [slice(start, min(start + size, num_groups)) for start in range(0, num_groups, size)]
 
-    def _optimizer_step(self, trajectories, advantages, rows, old, ref, optimizer, scheduler) -> dict[str, float]:
+    def _optimizer_step(
+        self, trajectories, advantages, rows, old, ref, backward_passes, global_size, optimizer, scheduler
+    ) -> dict[str, float]:
         optimizer.zero_grad()
-        token_total = sum(trajectories[r].generated_tokens for r in rows)
+        ranks = world_size()
         micro = self.grpo.micro_batch_size
+        chunks = [rows[start : start + micro] for start in range(0, len(rows), micro)]
         summed: dict[str, float] = {}
-        for start in range(0, len(rows), micro):
-            chunk = rows[start : start + micro]
+        for chunk in chunks:
             chunk_trajectories = [trajectories[r] for r in chunk]
             logprobs, mask, entropy = token_logprobs(
                 self.policy,
@@ -282,14 +298,16 @@ class VisionThinkGRPO(L.LightningModule):
             parts["entropy"] = mean_entropy.detach()
             if self.grpo.entropy_coef > 0:
                 loss = loss - self.grpo.entropy_coef * mean_entropy
-            # Weight micro-batches so the mini-batch loss equals one pass over all of it.
-            if self.grpo.aggregate == "token-mean":
-                weight = float(mask.sum()) / max(1, token_total)
-            else:
-                weight = len(chunk) / len(rows)
+            # Weight micro-batches so the step's loss equals one pass over the whole mini-batch of
+            # every rank (DDP then divides the summed gradients by the number of ranks).
+            size = float(mask.sum()) if self.grpo.aggregate == "token-mean" else float(len(chunk))
+            weight = size / max(global_size, 1.0) * ranks
             self.manual_backward(loss * weight)
             for name, value in parts.items():
                 summed[name] = summed.get(name, 0.0) + float(value) * weight
+        for _ in range(backward_passes - len(chunks)):
+            # Another rank has more micro-batches: join its gradient all-reduce with zeros.
+            self.manual_backward(sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0)
         self.clip_gradients(optimizer, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
         if scheduler is not None:
@@ -311,7 +329,7 @@ class VisionThinkGRPO(L.LightningModule):
         self._val_records = []
         metrics = rollout_metrics(trajectories, scores)
         self.last_validated_step = self.global_step
-        self.publish({f"val/{k}": v for k, v in metrics.items()})
+        self.publish({f"val/{k}": v for k, v in metrics.items()}, weight=len(trajectories))
         self.log("val/acc", metrics["accuracy"], prog_bar=True, logger=False)
 
     # ------------------------------------------------------------ checkpoints

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from visionthink.training.module import VisionThinkGRPO
@@ -27,6 +28,8 @@ for message in (
     "module(s) in eval mode at the start of training",
     "'set_vital' is deprecated",
     "`isinstance(treespec, LeafSpec)` is deprecated",
+    # Our metrics are combined across ranks before they are logged (metrics.distributed).
+    "It is recommended to use `self.log(",
 ):
     warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
 
@@ -42,6 +45,7 @@ def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
         grpo=instantiate(cfg.grpo),
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        seed=cfg.seed,
     )
 
 
@@ -71,6 +75,7 @@ def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
     return loggers
 
 
+@rank_zero_only
 def log_config(loggers: list[Any], cfg: DictConfig, output_dir: Path, resuming: bool) -> None:
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):

@@ -1,0 +1,54 @@
+"""Supervised cold start on teacher-forced VisionThink traces (paper Appendix C.2).
+
+    python src/sft.py                               # tiny model, synthetic data
+    python src/sft.py model=tiny_10m trainer.max_epochs=8
+Then: python src/train.py model.name_or_path=outputs/sft/<run_name>/model
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from visionthink.cli import exit_on_input_error  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sft")
+@exit_on_input_error
+def main(cfg: DictConfig) -> float:
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from visionthink.training.sft import SFTModule
+
+    L.seed_everything(cfg.seed, workers=True)
+    resolution = instantiate(cfg.resolution)
+    datamodule = instantiate(cfg.data, _partial_=True)(resolution=resolution)
+    module = SFTModule(
+        model=instantiate(cfg.model),
+        prompt=instantiate(cfg.prompt),
+        resolution=resolution,
+        optimizer=instantiate(cfg.optimizer),
+        tool_fraction=cfg.sft.tool_fraction,
+        seed=cfg.seed,
+    )
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule)
+    output = Path(cfg.paths.outputs_dir) / "sft" / cfg.run_name / "model"
+    module.export(str(output))
+    print(f"fine-tuned model: {output}")
+    return float(trainer.callback_metrics.get("sft/val_loss", float("nan")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Supervised cold start: teacher-forced VisionThink traces, built with the same episode driver
+as RL rollouts (so the token layout, masks and images are exactly what GRPO will see).
+
+For each sample a seeded coin decides, independently of whether the question needs high
+resolution, whether the trace calls the resize tool and answers from the high-resolution image,
+or answers directly. The traces teach the format and the answers, not the decision (paper
+Appendix C.2 compares such a cold start with none).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from visionthink.data.batching import SampleBatch
+from visionthink.data.sample import Sample
+from visionthink.episode.builder import EpisodeBuilder
+from visionthink.episode.prompts import PromptSpec
+from visionthink.episode.resolution import ResolutionPolicy
+from visionthink.grpo.logprobs import token_logprobs
+from visionthink.models.loading import ModelConfig, load_policy, load_processor
+from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
+from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
+from visionthink.rollout.seeding import mix_seed
+from visionthink.rollout.trajectory import Trajectory
+
+
+@dataclass(frozen=True)
+class TracePlan:
+    call_tool: bool
+    answer: str
+
+
+def tool_call_text(prompt: PromptSpec) -> str:
+    if prompt.tool_protocol == "tag":
+        return "<think>\nI need a closer look at the image.\n</think>\n" + prompt.resize_tag
+    call = json.dumps({"name": "resize_image", "arguments": {"action": "resize"}})
+    return f"<think>\nI need a closer look at the image.\n</think>\n<tool_call>\n{call}\n</tool_call>"
+
+
+def answer_text(answer: str) -> str:
+    return f"<think>\nThe image shows it.\n</think>\n<answer>{answer}</answer>"
+
+
+class TeacherEngine:
+    """A rollout engine that writes planned turns instead of sampling them.
+
+    The driver continues trajectories in order, so call 1 holds every plan and each later call
+    holds the plans whose trajectories called the tool."""
+
+    def __init__(self, tokenizer: Any, prompt: PromptSpec, plans: Sequence[TracePlan]):
+        self.tokenizer, self.prompt = tokenizer, prompt
+        self.end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.pending = list(plans)
+
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
+        plans, continuing = self.pending, []
+        results = []
+        for plan, request in zip(plans, requests, strict=True):
+            first_turn = len(request.images) == 1
+            if plan.call_tool and first_turn:
+                text = tool_call_text(self.prompt)
+                continuing.append(plan)
+            else:
+                text = answer_text(plan.answer)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
+            results.append(GenerationResult(token_ids=ids, stopped=True))
+        self.pending = continuing
+        return results
+
+
+def teacher_traces(
+    builder: EpisodeBuilder, samples: Sequence[Sample], tool_fraction: float, seed: int, max_images: int = 2
+) -> list[Trajectory]:
+    plans = [
+        TracePlan(call_tool=random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction, answer=s.answer)
+        for s in samples
+    ]
+    engine = TeacherEngine(builder.processor.tokenizer, builder.prompt, plans)
+    driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=max_images, max_turns=2))
+    return driver.run([builder.build(s) for s in samples], SamplingConfig(greedy=True))
+
+
+class SFTModule(L.LightningModule):
+    """Next-token cross-entropy on the generated (assistant) tokens of teacher traces."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        prompt: PromptSpec,
+        resolution: ResolutionPolicy,
+        optimizer: Any,
+        tool_fraction: float = 0.5,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.model_config, self.prompt, self.resolution = model, prompt, resolution
+        self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
+        self.policy: Any = None
+
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        path = self.model_config.resolve_path()
+        self.processor = load_processor(path, self.resolution.processor_size())
+        self.policy = load_policy(self.model_config, path).train()
+        self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(params=self.policy.parameters())
+
+    def transfer_batch_to_device(self, batch: SampleBatch, device: torch.device, dataloader_idx: int) -> SampleBatch:
+        return batch
+
+    def _loss(self, batch: SampleBatch, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+        traces = teacher_traces(self.builder, batch.samples, self.tool_fraction, seed)
+        tokenizer = self.processor.tokenizer
+        logprobs, mask = token_logprobs(
+            self.policy, traces, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        )
+        mask = mask.to(logprobs.dtype)
+        loss = -(logprobs * mask).sum() / mask.sum()
+        return loss, {"tool_traces": sum(t.used_high_res for t in traces) / len(traces)}
+
+    def training_step(self, batch: SampleBatch, batch_idx: int) -> torch.Tensor:
+        loss, extra = self._loss(batch, mix_seed(self.seed, self.current_epoch, batch_idx))
+        self.log("sft/loss", loss, prog_bar=True)
+        self.log("sft/tool_traces", extra["tool_traces"])
+        return loss
+
+    def validation_step(self, batch: SampleBatch, batch_idx: int) -> None:
+        loss, _ = self._loss(batch, mix_seed(self.seed, "val", batch_idx))
+        self.log("sft/val_loss", loss, prog_bar=True, batch_size=len(batch))
+
+    def export(self, directory: str) -> None:
+        """Save the fine-tuned policy and its processor as a checkpoint folder (model.name_or_path=...)."""
+        self.policy.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        self.processor.tokenizer.save_pretrained(directory)
