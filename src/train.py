@@ -17,8 +17,11 @@ os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from visionthink.cli import exit_on_input_error  # noqa: E402
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_input_error
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     from visionthink.training.run import train
 

@@ -93,6 +93,9 @@ class ScriptedEngine:
             results.append(GenerationResult(token_ids=ids + [self.end_id], stopped=True))
         return results
 
+    def end_episodes(self):
+        pass
+
 
 TOOL_TURN = '<think>\nThe label is too small.\n</think>\n<tool_call>\n{"name": "resize_image", "arguments": {"action": "resize"}}\n</tool_call>'
 
@@ -140,7 +143,7 @@ def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[
     cfg = compose_train(base + overrides, output_dir=tmp_path / "run")
     if script is None:
         return train(cfg)
-    engine = lambda model, tokenizer: ScriptedEngine(tokenizer, script)  # noqa: E731
+    engine = lambda model, tokenizer, **_: ScriptedEngine(tokenizer, script)  # noqa: E731
     with (
         mock.patch.object(module_lib, "TransformersRolloutEngine", engine),
         mock.patch.object(module_lib.SharedModuleSync, "push", lambda self, policy: None),

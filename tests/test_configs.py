@@ -10,8 +10,8 @@ from conftest import CONF_DIR, compose_train
 GROUPS = {
     group.name: sorted(p.stem for p in group.glob("*.yaml"))
     for group in CONF_DIR.iterdir()
-    # judge_prompt is composed into judge configs (judge.prompt), not selected on its own
-    if group.is_dir() and group.name not in ("hydra", "hparams_search", "experiment", "judge_prompt")
+    # judge_prompt is composed into judge configs (judge.prompt); benchmark belongs to eval.yaml
+    if group.is_dir() and group.name not in ("hydra", "hparams_search", "experiment", "judge_prompt", "benchmark")
 }
 INSTANTIATED = ("model", "prompt", "resolution", "rollout", "reward", "judge", "grpo")
 
@@ -49,3 +49,19 @@ def test_real_checkpoint_configs_need_no_remote_code():
         model = instantiate(compose_train([f"model={name}"]).model)
         assert model.name_or_path.startswith("Qwen/Qwen2.5-VL-")
         assert model.tiny is None and model.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("benchmark", sorted(p.stem for p in (CONF_DIR / "benchmark").glob("*.yaml")))
+def test_every_benchmark_composes_into_the_eval_config(benchmark):
+    from visionthink.evaluation.scoring import METRICS
+
+    cfg = compose_train([f"benchmark={benchmark}"], config_name="eval")
+    (spec,) = cfg.benchmark.values()
+    assert spec.metric in METRICS
+    assert instantiate(spec.columns) is not None
+
+
+@pytest.mark.parametrize("entry", ["sft", "judge_audit", "infer", "sweep_report"])
+def test_every_entry_point_config_composes(entry):
+    overrides = {"infer": ["image=x.png", "question=q"], "sweep_report": ["study=s"]}.get(entry, [])
+    assert compose_train(overrides, config_name=entry) is not None

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from visionthink.rollout.engine import GenerationRequest
-from visionthink.rollout.hf_engine import pack_requests
+from visionthink.rollout.hf_engine import pack_requests, rope_model
 from visionthink.rollout.trajectory import Trajectory
 
 
@@ -25,7 +25,7 @@ def forward_inputs(
     batch = {k: v.to(device) for k, v in pack_requests(requests, pad_id, image_token_id, padding_side="right").items()}
     if "pixel_values" in batch:
         batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-        position_ids, _ = _rope_model(model).get_rope_index(
+        position_ids, _ = rope_model(model).get_rope_index(
             batch["input_ids"],
             mm_token_type_ids=batch["mm_token_type_ids"],
             image_grid_thw=batch["image_grid_thw"],
@@ -33,14 +33,6 @@ def forward_inputs(
         )
         batch["position_ids"] = position_ids
     return batch
-
-
-def _rope_model(model: Any) -> Any:
-    """The inner ``Qwen2_5_VLModel`` (which owns ``get_rope_index``), also through PEFT wrappers."""
-    inner = model
-    while not hasattr(inner, "get_rope_index"):
-        inner = inner.model
-    return inner
 
 
 def selective_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from visionthink.episode.builder import Episode, EpisodeBuilder, Segment
 from visionthink.episode.parser import Malformed, ToolCall, TurnParser
-from visionthink.rollout.engine import GenerationRequest, RolloutEngine, SamplingConfig
+from visionthink.rollout.engine import GenerationRequest, GenerationResult, RolloutEngine, SamplingConfig
 from visionthink.rollout.hf_engine import STOP_TOKENS, VISION_TOKENS, token_ids
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory, Turn
@@ -35,6 +35,12 @@ class RolloutConfig:
     on_malformed_tool_call: ToolErrorPolicy = "error_turn"
     # A valid call when the image budget is spent: error turn, or end the episode.
     on_surplus_tool_call: ToolErrorPolicy = "end"
+    # transformers (CPU, one GPU) or vllm (GPU; needs requirements-gpu.txt)
+    backend: Literal["transformers", "vllm"] = "transformers"
+    # transformers: prefill only the new tokens of a second turn (same tokens, less compute)
+    reuse_kv_cache: bool = True
+    # vllm: engine settings (visionthink.rollout.vllm_engine.VLLMSettings)
+    vllm: Any = None
     # Sampling of training rollouts, and of validation / evaluation (greedy).
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     val_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(greedy=True))
@@ -92,15 +98,22 @@ class EpisodeDriver:
             for trajectory, result in zip(running, results, strict=True):
                 trajectory.wall_seconds += elapsed
                 last_turn = turn_index == self.config.max_turns - 1
-                if self._step(trajectory, result.token_ids, result.stopped, last_turn):
+                if self._step(trajectory, result, last_turn):
                     still_running.append(trajectory)
             running = still_running
+        self.engine.end_episodes()
         return trajectories
 
-    def _step(self, trajectory: Trajectory, generated: list[int], stopped: bool, last_turn: bool) -> bool:
+    def _step(self, trajectory: Trajectory, result: GenerationResult, last_turn: bool) -> bool:
         """Record one generated turn; returns whether the episode continues."""
         # A generated vision token would desynchronise image features and placeholders.
-        generated = [token for token in generated if token not in self.vision_ids]
+        kept = [i for i, token in enumerate(result.token_ids) if token not in self.vision_ids]
+        generated = [result.token_ids[i] for i in kept]
+        if result.logprobs is None or trajectory.rollout_logprobs is None:
+            trajectory.rollout_logprobs = None
+        else:
+            trajectory.rollout_logprobs += [result.logprobs[i] for i in kept]
+        stopped = result.stopped
         body = generated[:-1] if stopped else generated
         text = self.tokenizer.decode(body, skip_special_tokens=False)
         parsed = self.parser.parse(text)

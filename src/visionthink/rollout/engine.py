@@ -38,9 +38,15 @@ class GenerationResult:
     # Generated ids, ending with the stop token when `stopped` (the stop token is included).
     token_ids: list[int]
     stopped: bool
+    # The engine's log-prob of each generated token, when it reports them (vLLM).
+    logprobs: list[float] | None = None
 
 
 class RolloutEngine(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         """Continue every request once, all in one batched call."""
+        ...
+
+    def end_episodes(self) -> None:
+        """The episodes of the last calls are over: release what was kept for them (caches)."""
         ...

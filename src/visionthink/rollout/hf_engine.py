@@ -14,6 +14,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
+from visionthink.rollout.kv_cache import CachedBatch, cache_rows, continue_from_cache, match
 from visionthink.rollout.seeding import SeededGumbelSampling
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -49,14 +50,23 @@ def pack_requests(
 
 
 class TransformersRolloutEngine:
-    """Generates with the policy module itself, so trained weights are live without a sync."""
+    """Generates with the policy module itself, so trained weights are live without a sync.
 
-    def __init__(self, model: Any, tokenizer: Any):
+    With ``reuse_kv_cache``, each call keeps its KV cache and a following call whose requests
+    continue the cached sequences (the second turn of an episode) prefills only the new tokens
+    (``visionthink.rollout.kv_cache``). ``end_episodes`` drops the cache."""
+
+    def __init__(self, model: Any, tokenizer: Any, reuse_kv_cache: bool = False):
         self.model = model
         self.pad_id = tokenizer.pad_token_id
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
         self.suppressed_ids = token_ids(tokenizer, VISION_TOKENS)
+        self.reuse_kv_cache = reuse_kv_cache
+        self._cached: CachedBatch | None = None
+        # Tokens run through the model as prompt (prefill), and prompt tokens served from the cache.
+        self.prefill_tokens = 0
+        self.reused_tokens = 0
 
     def generation_config(self, sampling: SamplingConfig) -> GenerationConfig:
         # Every field is set explicitly: transformers fills unset ones from the checkpoint's
@@ -69,6 +79,8 @@ class TransformersRolloutEngine:
             suppress_tokens=self.suppressed_ids,
             repetition_penalty=1.0,
             num_beams=1,
+            # The KV cache comes back too, for turn-2 reuse.
+            return_dict_in_generate=True,
         )
         if sampling.greedy:
             return GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=0, **common)
@@ -80,6 +92,19 @@ class TransformersRolloutEngine:
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         if not requests:
             return []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            matches = match(self._cached, requests, self.image_token_id) if self._cached is not None else None
+            if self.reuse_kv_cache and matches is not None:
+                generated = self._continue(requests, matches, sampling)
+            else:
+                generated = self._generate(requests, sampling)
+        finally:
+            self.model.train(was_training)
+        return [self._cut(ids) for ids in generated.tolist()]
+
+    def _generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> torch.Tensor:
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) for k, v in pack_requests(requests, self.pad_id, self.image_token_id).items()}
         if "pixel_values" in batch:
@@ -90,19 +115,55 @@ class TransformersRolloutEngine:
             # Per-request noise streams: greedy decoding over Gumbel-noised logits is sampling.
             config = self.generation_config(SamplingConfig(greedy=True, max_new_tokens=sampling.max_new_tokens))
             processors = [SeededGumbelSampling(seeds, sampling)]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            output = self.model.generate(
-                **batch, generation_config=config, logits_processor=LogitsProcessorList(processors)
+        output = self.model.generate(
+            **batch,
+            generation_config=config,
+            logits_processor=LogitsProcessorList(processors),
+        )
+        self.prefill_tokens += int(batch["attention_mask"].sum())
+        prompt_length = batch["input_ids"].shape[1]
+        generated = output.sequences[:, prompt_length:]
+        self._cached = None
+        if self.reuse_kv_cache:
+            self._cached = cache_rows(
+                output.past_key_values,
+                batch["input_ids"],
+                batch["attention_mask"],
+                requests,
+                generated,
+                set(self.stop_ids),
             )
-        finally:
-            self.model.train(was_training)
-        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
-        return [self._cut(ids) for ids in new_tokens]
+        return generated
+
+    def _continue(self, requests, matches, sampling: SamplingConfig) -> torch.Tensor:
+        ids = {
+            "pad": self.pad_id,
+            "image": self.image_token_id,
+            "stop": set(self.stop_ids),
+            "suppressed": self.suppressed_ids,
+            "rope": rope_model(self.model),
+        }
+        generated, self._cached, prefilled = continue_from_cache(
+            self.model, self._cached, requests, matches, sampling, ids
+        )
+        self.prefill_tokens += prefilled
+        self.reused_tokens += sum(common for _, common, _ in matches)
+        return generated
+
+    def end_episodes(self) -> None:
+        """Drop the cached turn (called by the driver when its episodes are done)."""
+        self._cached = None
 
     def _cut(self, ids: list[int]) -> GenerationResult:
         for index, token in enumerate(ids):
             if token in self.stop_ids:
                 return GenerationResult(token_ids=ids[: index + 1], stopped=True)
         return GenerationResult(token_ids=ids, stopped=False)
+
+
+def rope_model(model: Any) -> Any:
+    """The inner ``Qwen2_5_VLModel`` (which owns ``get_rope_index``), also through PEFT wrappers."""
+    inner = model
+    while not hasattr(inner, "get_rope_index"):
+        inner = inner.model
+    return inner

@@ -27,6 +27,8 @@ class Trajectory:
     loss_mask: list[int]
     images: list[EncodedImage]
     turns: list[Turn] = field(default_factory=list)
+    # The rollout engine's log-prob of each generated token (None: the engine does not report them).
+    rollout_logprobs: list[float] | None = field(default_factory=list)
     # How the episode ended: answer, malformed, tool_call_limit, turn_limit.
     end_reason: str = ""
     wall_seconds: float = 0.0

@@ -31,6 +31,9 @@ class GRPOConfig:
     # DAPO dynamic sampling: keep rolling out new batches until `batch_size` informative groups
     # are collected, at most this many generation batches per update (1 = off).
     max_generation_batches: int = 1
+    # Truncated importance sampling for rollouts from another engine (vLLM): each token's loss is
+    # weighted by min(pi_trainer / pi_rollout, cap). null: off.
+    tis_cap: float | None = None
 
     def __post_init__(self) -> None:
         if self.ppo_epochs < 1 or self.micro_batch_size < 1 or self.max_generation_batches < 1:

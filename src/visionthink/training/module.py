@@ -25,6 +25,7 @@ from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.errors import InputError
 from visionthink.grpo.advantages import group_advantages, zero_variance_groups
+from visionthink.grpo.correction import rollout_correction
 from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logprobs
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
 from visionthink.metrics.distributed import gather_metrics
@@ -95,9 +96,15 @@ class VisionThinkGRPO(L.LightningModule):
         self.pad_id = tokenizer.pad_token_id
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
-        self.engine = TransformersRolloutEngine(self.policy, tokenizer)
+        if self.rollout_config.backend == "vllm":
+            from visionthink.rollout.vllm_engine import VLLMRolloutEngine, VLLMWeightSync
+
+            self.engine = VLLMRolloutEngine(path, tokenizer, self.resolution, self.rollout_config.vllm, self.seed)
+            self.weight_sync = VLLMWeightSync(self.engine)
+        else:
+            self.engine = TransformersRolloutEngine(self.policy, tokenizer, self.rollout_config.reuse_kv_cache)
+            self.weight_sync = SharedModuleSync(self.engine)
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
-        self.weight_sync = SharedModuleSync(self.engine)
         if self.grpo.beta > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
 
@@ -235,9 +242,13 @@ class VisionThinkGRPO(L.LightningModule):
             return {"train/updated_groups": 0.0, "train/lr": float(optimizer.param_groups[0]["lr"])}
 
         temperature = self.sampling.temperature
-        old = ref = None
-        if len(steps) > 1:
+        old = ref = weights = None
+        mismatch: dict[str, float] = {}
+        engine_logprobs = bool(trajectories) and all(t.rollout_logprobs for t in trajectories)
+        if len(steps) > 1 or engine_logprobs:
             old = trajectory_logprobs(self.policy, trajectories, self.pad_id, self.image_token_id, micro, temperature)
+        if engine_logprobs:
+            weights, mismatch = rollout_correction(trajectories, old, self.grpo.tis_cap)
         if self.reference is not None:
             ref = trajectory_logprobs(
                 self.reference, trajectories, self.pad_id, self.image_token_id, micro, temperature
@@ -245,12 +256,13 @@ class VisionThinkGRPO(L.LightningModule):
         totals: dict[str, list[float]] = {}
         for rows, backward_passes, global_size in zip(steps, passes[1:], global_sizes, strict=True):
             parts = self._optimizer_step(
-                trajectories, advantages, rows, old, ref, backward_passes, global_size, optimizer, scheduler
+                trajectories, advantages, rows, old, ref, weights, backward_passes, global_size, optimizer, scheduler
             )
             for name, value in parts.items():
                 totals.setdefault(name, []).append(value)
         self.weight_sync.push(self.policy)
         metrics = {f"train/{name}": float(np.mean(values)) for name, values in totals.items()}
+        metrics.update(mismatch)
         if groups:
             metrics["train/advantage_abs"] = float(advantages.abs().mean())
         metrics["train/updated_groups"] = float(len(groups))
@@ -262,7 +274,7 @@ class VisionThinkGRPO(L.LightningModule):
         return [slice(start, min(start + size, num_groups)) for start in range(0, num_groups, size)]
 
     def _optimizer_step(
-        self, trajectories, advantages, rows, old, ref, backward_passes, global_size, optimizer, scheduler
+        self, trajectories, advantages, rows, old, ref, weights, backward_passes, global_size, optimizer, scheduler
     ) -> dict[str, float]:
         optimizer.zero_grad()
         ranks = world_size()
@@ -282,6 +294,7 @@ class VisionThinkGRPO(L.LightningModule):
             length = logprobs.shape[1]
             old_lp = pad_rows([old[r] for r in chunk], length).to(logprobs) if old is not None else logprobs.detach()
             ref_lp = pad_rows([ref[r] for r in chunk], length).to(logprobs) if ref is not None else None
+            tis = pad_rows([weights[r] for r in chunk], length).to(logprobs) if weights is not None else None
             loss, parts = grpo_loss(
                 logprobs,
                 old_lp,
@@ -293,6 +306,7 @@ class VisionThinkGRPO(L.LightningModule):
                 beta=self.grpo.beta,
                 kl=self.grpo.kl_estimator,
                 aggregate=self.grpo.aggregate,
+                importance_weights=tis,
             )
             mean_entropy = aggregate_tokens(entropy, mask, self.grpo.aggregate)
             parts["entropy"] = mean_entropy.detach()

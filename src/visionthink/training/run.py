@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from visionthink.rollout.vllm_engine import require_vllm
 from visionthink.sweep.tracking import trial_tags
 from visionthink.training.module import VisionThinkGRPO
 
@@ -36,6 +37,8 @@ for message in (
 
 
 def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
+    if cfg.rollout.get("backend") == "vllm":
+        require_vllm()  # fail at start-up, not after the data and model are loaded
     return VisionThinkGRPO(
         model=instantiate(cfg.model),
         prompt=instantiate(cfg.prompt),

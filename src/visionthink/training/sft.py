@@ -74,6 +74,9 @@ class TeacherEngine:
         self.pending = continuing
         return results
 
+    def end_episodes(self) -> None:
+        self.pending = []
+
 
 def teacher_traces(
     builder: EpisodeBuilder, samples: Sequence[Sample], tool_fraction: float, seed: int, max_images: int = 2

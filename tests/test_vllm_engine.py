@@ -1,0 +1,115 @@
+"""The vLLM engine's CPU-testable parts: requests, sampling parameters, weight gathering, the
+rollout/trainer mismatch correction, and the start-up error without vllm."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, answer_turn
+from visionthink.grpo import grpo_loss
+from visionthink.grpo.correction import rollout_correction
+from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig
+from visionthink.rollout.engine import GenerationRequest, GenerationResult
+from visionthink.rollout.vllm_engine import collapse_image_pads, full_parameters, sampling_kwargs, vllm_prompt
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+def test_prompts_carry_one_placeholder_per_image_and_the_images(builder, samples, tokenizer):
+    episode = builder.build(samples[0])
+    tool = builder.tool_response(episode)
+    request = GenerationRequest(episode.prompt.token_ids + tool.token_ids, episode.prompt.images + tool.images)
+    pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    prompt = vllm_prompt(request, pad)
+    assert prompt["prompt_token_ids"].count(pad) == 2
+    assert len(prompt["prompt_token_ids"]) == len(request.token_ids) - (16 - 1) - (64 - 1)
+    assert [image for image in prompt["multi_modal_data"]["image"]] == [
+        episode.first_view.image,
+        episode.high_view.image,
+    ]
+    assert collapse_image_pads([1, pad, pad, 2, pad, 3], pad) == [1, pad, 2, pad, 3]
+
+
+def test_sampling_parameters():
+    sampled = sampling_kwargs(SamplingConfig(temperature=0.7, top_p=0.9, top_k=0, max_new_tokens=5), 42, [7, 8])
+    assert sampled["temperature"] == 0.7 and sampled["top_k"] == -1 and sampled["seed"] == 42
+    assert sampled["stop_token_ids"] == [7, 8] and sampled["max_tokens"] == 5 and sampled["logprobs"] == 0
+    greedy = sampling_kwargs(SamplingConfig(greedy=True), None, [7])
+    assert greedy["temperature"] == 0.0 and "seed" not in greedy
+
+
+def test_full_parameters_of_a_plain_model_use_hugging_face_names(model):
+    names = dict(full_parameters(model))
+    assert set(names) == set(model.state_dict())
+    assert any(name.startswith("model.language_model.") for name in names)
+
+
+def test_lora_adapters_are_merged_before_the_push(model):
+    peft = pytest.importorskip("peft", reason="peft is not installed (LoRA is optional)")
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    names = dict(full_parameters(lora))
+    assert not any("lora_" in n or "base_layer" in n for n in names)
+
+
+def test_mismatch_metrics_and_truncated_importance_weights(builder, samples, tokenizer):
+    class ReportingEngine:
+        def generate(self, requests, sampling):
+            ids = tokenizer(answer_turn("red"), add_special_tokens=False)["input_ids"] + [
+                tokenizer.convert_tokens_to_ids("<|im_end|>")
+            ]
+            return [GenerationResult(ids, True, logprobs=[-1.0] * len(ids)) for _ in requests]
+
+        def end_episodes(self):
+            pass
+
+    (trajectory,) = EpisodeDriver(ReportingEngine(), builder, RolloutConfig(group_size=1)).run(
+        [builder.build(samples[0])], SamplingConfig()
+    )
+    assert len(trajectory.rollout_logprobs) == trajectory.generated_tokens
+    trainer = torch.full((len(trajectory.token_ids) - 1,), -1.5)
+    weights, metrics = rollout_correction([trajectory], [trainer], cap=2.0)
+    assert metrics["rollout/logprob_abs_diff"] == pytest.approx(0.5)
+    mask = torch.tensor(trajectory.loss_mask[1:], dtype=torch.bool)
+    assert torch.allclose(weights[0][mask], torch.full((int(mask.sum()),), torch.exp(torch.tensor(-0.5)).item()))
+    assert torch.all(weights[0][~mask] == 1.0)
+    no_weights, _ = rollout_correction([trajectory], [trainer], cap=None)
+    assert no_weights is None
+
+
+def test_importance_weights_scale_the_policy_term():
+    logprobs = torch.zeros(1, 2)
+    plain, _ = grpo_loss(logprobs, logprobs, torch.tensor([1.0]), torch.ones(1, 2))
+    halved, _ = grpo_loss(
+        logprobs, logprobs, torch.tensor([1.0]), torch.ones(1, 2), importance_weights=torch.full((1, 2), 0.5)
+    )
+    assert halved.item() == pytest.approx(plain.item() / 2)
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vllm is installed: the missing-package error cannot occur")
+def test_rollout_vllm_without_vllm_fails_at_start_up_naming_the_extras_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), "rollout=vllm", f"paths.outputs_dir={tmp_path}"],
+        env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "requirements-gpu.txt" in result.stderr and "rollout=vllm needs the vllm package" in result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vllm (requirements-gpu.txt) and a CUDA GPU")
+def test_vllm_rollouts_match_the_shared_driver_on_gpu(tiny_path, builder, samples):
+    from visionthink.rollout.vllm_engine import VLLMRolloutEngine, VLLMSettings
+
+    engine = VLLMRolloutEngine(
+        tiny_path, builder.processor.tokenizer, builder.resolution, VLLMSettings(gpu_memory_utilization=0.2)
+    )
+    trajectories = EpisodeDriver(engine, builder, RolloutConfig(group_size=2)).run(
+        [builder.build(samples[0])], SamplingConfig(max_new_tokens=8), seed=1
+    )
+    assert all(t.rollout_logprobs for t in trajectories)
