@@ -38,6 +38,8 @@ def main(cfg: DictConfig) -> float:
         optimizer=instantiate(cfg.optimizer),
         tool_fraction=cfg.sft.tool_fraction,
         seed=cfg.seed,
+        plain_prompt=instantiate(cfg.plain_prompt) if cfg.sft.plain_fraction > 0 else None,
+        plain_fraction=cfg.sft.plain_fraction,
     )
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False)

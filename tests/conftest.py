@@ -143,7 +143,7 @@ def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[
     cfg = compose_train(base + overrides, output_dir=tmp_path / "run")
     if script is None:
         return train(cfg)
-    engine = lambda model, tokenizer, **_: ScriptedEngine(tokenizer, script)  # noqa: E731
+    engine = lambda model, tokenizer, *_, **__: ScriptedEngine(tokenizer, script)  # noqa: E731
     with (
         mock.patch.object(module_lib, "TransformersRolloutEngine", engine),
         mock.patch.object(module_lib.SharedModuleSync, "push", lambda self, policy: None),

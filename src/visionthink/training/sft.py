@@ -79,15 +79,18 @@ class TeacherEngine:
 
 
 def teacher_traces(
-    builder: EpisodeBuilder, samples: Sequence[Sample], tool_fraction: float, seed: int, max_images: int = 2
+    builder: EpisodeBuilder, samples: Sequence[Sample], tool_fraction: float, seed: int, mode: str = "adaptive"
 ) -> list[Trajectory]:
+    """Traces in ``builder``'s prompt; with a tool-less prompt every trace answers directly from
+    the ``mode`` view (full or low)."""
+    tool = builder.prompt.uses_tool
     plans = [
-        TracePlan(call_tool=random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction, answer=s.answer)
+        TracePlan(call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction, answer=s.answer)
         for s in samples
     ]
     engine = TeacherEngine(builder.processor.tokenizer, builder.prompt, plans)
-    driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=max_images, max_turns=2))
-    return driver.run([builder.build(s) for s in samples], SamplingConfig(greedy=True))
+    driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=2, max_turns=2))
+    return driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True))
 
 
 class SFTModule(L.LightningModule):
@@ -101,10 +104,15 @@ class SFTModule(L.LightningModule):
         optimizer: Any,
         tool_fraction: float = 0.5,
         seed: int = 0,
+        plain_prompt: PromptSpec | None = None,
+        plain_fraction: float = 0.0,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
+        # A share of traces in a tool-less prompt (full or low resolution, answered directly),
+        # so the model also knows the prompts of the full and low evaluation modes.
+        self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
         self.policy: Any = None
 
     def configure_model(self) -> None:
@@ -114,6 +122,9 @@ class SFTModule(L.LightningModule):
         self.processor = load_processor(path, self.resolution.processor_size())
         self.policy = load_policy(self.model_config, path).train()
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
+        self.plain_builder = (
+            EpisodeBuilder(self.processor, self.plain_prompt, self.resolution) if self.plain_prompt is not None else None
+        )
 
     def configure_optimizers(self):
         return self.optimizer_factory(params=self.policy.parameters())
@@ -121,8 +132,22 @@ class SFTModule(L.LightningModule):
     def transfer_batch_to_device(self, batch: SampleBatch, device: torch.device, dataloader_idx: int) -> SampleBatch:
         return batch
 
+    def traces(self, samples: Sequence[Sample], seed: int) -> list[Trajectory]:
+        groups: dict[tuple[str, str], list[Sample]] = {}
+        for sample in samples:
+            coin = random.Random(mix_seed(seed, "prompt", sample.sample_id))
+            if self.plain_builder is not None and coin.random() < self.plain_fraction:
+                groups.setdefault(("plain", coin.choice(["full", "low"])), []).append(sample)
+            else:
+                groups.setdefault(("agent", "adaptive"), []).append(sample)
+        traces = []
+        for (prompt, mode), members in sorted(groups.items()):
+            builder = self.plain_builder if prompt == "plain" else self.builder
+            traces += teacher_traces(builder, members, self.tool_fraction, seed, mode)
+        return traces
+
     def _loss(self, batch: SampleBatch, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
-        traces = teacher_traces(self.builder, batch.samples, self.tool_fraction, seed)
+        traces = self.traces(batch.samples, seed)
         tokenizer = self.processor.tokenizer
         logprobs, mask = token_logprobs(
             self.policy, traces, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<|image_pad|>")
