@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup train test lint format data judge-model sweep mlflow-ui clean
+.PHONY: help setup train test lint format data judge-model sweep bench reproduce mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,13 @@ train: $(STAMP) ## Run the default experiment (short CPU run; pass ARGS="key=val
 sweep: $(STAMP) ## Optuna sweep over theta, tiny budget (3 trials x 2 steps; ARGS to change); resumes if killed
 	$(PY) src/train.py -m hparams_search=theta hydra.sweeper.n_trials=3 trainer.max_steps=2 \
 	  trainer.val_check_interval=2 data.val.limit=8 $(ARGS)
+
+bench: $(STAMP) ## Benchmarks (ours vs TRL, multi-turn cost, adaptive inference, memory) -> docs/benchmarks.md
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) tests/benchmarks/run.py $(ARGS)
+
+reproduce: $(STAMP) ## VisionThink in miniature (about an hour on 2 cores) -> docs/reproduction.md; resumes
+	$(PY) src/reproduce.py $(ARGS)
 
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite
 	$(PY) -m pytest $(ARGS)

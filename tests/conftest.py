@@ -143,9 +143,9 @@ def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[
     cfg = compose_train(base + overrides, output_dir=tmp_path / "run")
     if script is None:
         return train(cfg)
-    engine = lambda model, tokenizer, *_, **__: ScriptedEngine(tokenizer, script)  # noqa: E731
+    engine = lambda config, model, tokenizer, *_, **__: ScriptedEngine(tokenizer, script)  # noqa: E731
     with (
-        mock.patch.object(module_lib, "TransformersRolloutEngine", engine),
+        mock.patch.object(module_lib, "build_engine", engine),
         mock.patch.object(module_lib.SharedModuleSync, "push", lambda self, policy: None),
     ):
         return train(cfg)

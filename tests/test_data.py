@@ -22,7 +22,7 @@ from visionthink.data import (
 )
 from visionthink.data.batching import CollateSamples
 from visionthink.data.datamodule import DataSource, VisionThinkDataModule
-from visionthink.data.synthetic import DIGIT_GLYPHS, generate_split, label_box, render
+from visionthink.data.synthetic import DIGIT_GLYPHS, STRIPES, generate_split, label_box, render, stripes_box
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -172,25 +172,28 @@ def test_synthetic_set_is_deterministic_and_labelled(tmp_path):
     fine = [row["info"]["use_tool"] for row in a]
     assert sum(fine) == 20
     for row in a:
-        assert row["info"]["use_tool"] == ("digit" in row["problem"])
+        assert row["info"]["use_tool"] == ("small label" in row["problem"])
     write_synthetic(tmp_path, config)
     assert (tmp_path / "train" / "state.json").exists()
 
 
-def test_the_digit_is_lost_at_low_resolution_but_clear_at_high():
-    """Low-res crops of the ten digits are near-identical while the high-res crops differ."""
+@pytest.mark.parametrize(
+    "kind,values,box",
+    [("digit", list(DIGIT_GLYPHS), label_box(224)), ("stripes", list(STRIPES), stripes_box(224))],
+)
+def test_the_label_is_lost_at_low_resolution_but_clear_at_high(kind, values, box):
+    """Low-res crops of every label are near-identical while the high-res crops differ."""
     import random
 
-    size, box = 224, label_box(224)
     crops_high, crops_low = [], []
-    for digit in DIGIT_GLYPHS:
-        views = SMALL_RESOLUTION.views(render(size, "shape", "red", "circle", 1, digit, random.Random(0)))
+    for value in values:
+        views = SMALL_RESOLUTION.views(render(224, "shape", "red", "circle", 1, (kind, value), random.Random(0)))
         crops_high.append(np.asarray(views.high.image.crop(box), dtype=float) / 255)
         crops_low.append(np.asarray(views.low.image.crop(tuple(v // 2 for v in box)), dtype=float) / 255)
     high = min(np.abs(a - b).max() for a, b in itertools.combinations(crops_high, 2))
     low = max(np.abs(a - b).max() for a, b in itertools.combinations(crops_low, 2))
-    assert high > 0.8  # every pair of digits differs by nearly full contrast somewhere
+    assert high > 0.8  # every pair differs by nearly full contrast somewhere
     assert low < 0.2  # no pair differs by more than a faint ripple
     # ...while the large shapes survive: colour is still readable at low resolution.
-    view = SMALL_RESOLUTION.views(render(size, "shape", "blue", "square", 1, "3", random.Random(0))).low
+    view = SMALL_RESOLUTION.views(render(224, "shape", "blue", "square", 1, (kind, values[0]), random.Random(0))).low
     assert max(np.asarray(view.image).reshape(-1, 3)[:, 2]) > 200

@@ -1,11 +1,13 @@
 """A deterministic synthetic VisionThink dataset, written in the released format.
 
-Every image holds large coloured shapes and, in its bottom-right corner, a small label with
-one digit of a 3x5 cell font. Each cell is 2x2 pixels holding two dark pixels: on the main
-diagonal where the glyph is inked, on the anti-diagonal elsewhere. At full resolution the digit
-is a clear texture boundary; halving each side averages every cell to the same grey, so the
-digit is gone at 1/4 resolution while the large shapes (colour, kind, count) survive. Each
-sample is labelled ``info.use_tool`` by construction.
+Every image holds large coloured shapes and, in its bottom-right corner, a small label drawn in
+1-pixel texture: either fine stripes (horizontal or vertical) or a digit of a 3x5 cell font whose
+inked cells carry the main-diagonal and whose blank cells the anti-diagonal of 2x2 pixel blocks.
+Every aligned 2x2 block of a label holds exactly two dark pixels, so halving each side turns any
+label into the same flat grey: the label's content is gone at 1/4 resolution, while the large
+shapes (colour, kind, count) survive. Questions about the shapes are answerable at low
+resolution; questions about the label are not. Each sample is labelled ``info.use_tool`` by
+construction.
 """
 
 from __future__ import annotations
@@ -38,11 +40,25 @@ QUESTIONS = {
     "colour": "What colour is the large shape? Answer with one word.",
     "shape": "What kind of shape is the large shape: circle, square or triangle?",
     "count": "How many large circles are in the image? Answer with a number.",
+    "stripes": "Are the fine stripes in the small label in the bottom-right corner horizontal or vertical?",
     "digit": "What digit is printed in the small label in the bottom-right corner? Answer with a number.",
 }
-FINE_KINDS = ("digit",)
+FINE_KINDS = ("stripes", "digit")
 COARSE_KINDS = ("colour", "shape", "count")
+STRIPES = ("horizontal", "vertical")
 DATA_SOURCE = "visionthink_synthetic"
+# The released VisionThink layout
+FEATURES = {
+    "images": datasets.Image(),
+    "problem": datasets.Value("string"),
+    "original_answer": datasets.Value("string"),
+    "data_source": datasets.Value("string"),
+    "info": {
+        "tgt_width": datasets.Value("int32"),
+        "tgt_height": datasets.Value("int32"),
+        "use_tool": datasets.Value("bool"),
+    },
+}
 
 
 @dataclass
@@ -52,38 +68,64 @@ class SyntheticConfig:
     size: int = 224
     # Share of questions that need the high-resolution image.
     fine_fraction: float = 0.5
+    # Label questions to ask: stripes (2 answers) and/or digit (10 answers; a 0.8M-parameter model
+    # does not learn to read them within the miniature's budget, see docs/reproduction.md)
+    fine_kinds: tuple[str, ...] = ("stripes",)
+    # Questions answerable at low resolution: colour, shape, count
+    coarse_kinds: tuple[str, ...] = COARSE_KINDS
     splits: dict[str, int] = field(default_factory=lambda: {"train": 512, "val": 64, "test": 128})
     seed: int = 0
 
 
+CELL = 4  # pixels per glyph cell side; even, so 2x downsampling blocks tile it
+STRIPE_LABEL = 64  # pixels per side of the striped label
+
+
 def glyph_origin(size: int) -> tuple[int, int]:
-    """Top-left pixel of the 6x10-pixel glyph: even coordinates (cells align with 2x downsampling)
-    inside a single 14-pixel patch of a ``size``-pixel image."""
-    return size - 22, size - 26
+    """Top-left pixel of the glyph (3 x 5 cells), at even coordinates (blocks align with 2x downsampling)."""
+    return size - 3 * CELL - 8, size - 5 * CELL - 8
 
 
 def label_box(size: int) -> tuple[int, int, int, int]:
-    """Pixel box (left, top, right, bottom) of the small label around the glyph."""
+    """Pixel box (left, top, right, bottom) of the small digit label around the glyph."""
     left, top = glyph_origin(size)
-    return left - 2, top - 2, left + 8, top + 12
+    return left - 2, top - 2, left + 3 * CELL + 2, top + 5 * CELL + 2
+
+
+def stripes_box(size: int) -> tuple[int, int, int, int]:
+    """Pixel box of the striped label, at even coordinates."""
+    return size - STRIPE_LABEL - 8, size - STRIPE_LABEL - 8, size - 8, size - 8
+
+
+def draw_stripes(draw: ImageDraw.ImageDraw, orientation: str, box: tuple[int, int, int, int]) -> None:
+    left, top, right, bottom = box
+    for y in range(top, bottom):
+        for x in range(left, right):
+            offset = y - top if orientation == "horizontal" else x - left
+            draw.point((x, y), fill=(20, 20, 20) if offset % 2 == 0 else (255, 255, 255))
 
 
 def draw_digit(draw: ImageDraw.ImageDraw, digit: str, left: int, top: int) -> None:
     ink = (20, 20, 20)
     for row, bits in enumerate(DIGIT_GLYPHS[digit]):
         for column, bit in enumerate(bits):
-            x, y = left + 2 * column, top + 2 * row
-            if bit == "1":
-                draw.point([(x, y), (x + 1, y + 1)], fill=ink)
-            else:
-                draw.point([(x + 1, y), (x, y + 1)], fill=ink)
+            for dy in range(0, CELL, 2):
+                for dx in range(0, CELL, 2):
+                    x, y = left + CELL * column + dx, top + CELL * row + dy
+                    if bit == "1":
+                        draw.point([(x, y), (x + 1, y + 1)], fill=ink)
+                    else:
+                        draw.point([(x + 1, y), (x, y + 1)], fill=ink)
 
 
-def render(size: int, scene: str, colour: str, shape: str, count: int, digit: str, rng: random.Random) -> Image.Image:
+def render(
+    size: int, scene: str, colour: str, shape: str, count: int, label: tuple[str, str], rng: random.Random
+) -> Image.Image:
+    """``label`` is ("digit", "7") or ("stripes", "horizontal")."""
     background = tuple(rng.randint(225, 245) for _ in range(3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
-    free = size - 40  # keep the shapes clear of the label corner
+    free = size - STRIPE_LABEL - 12  # keep the shapes clear of the label
     fill = COLOURS[colour]
     if scene == "count":
         radius = size // 11
@@ -103,20 +145,27 @@ def render(size: int, scene: str, colour: str, shape: str, count: int, digit: st
             draw.rectangle((x - half, y - half, x + half, y + half), fill=fill)
         else:
             draw.polygon([(x, y - half), (x - half, y + half), (x + half, y + half)], fill=fill)
-    draw.rectangle(label_box(size), fill=(255, 255, 255))
-    draw_digit(draw, digit, *glyph_origin(size))
+    kind, value = label
+    if kind == "digit":
+        draw.rectangle(label_box(size), fill=(255, 255, 255))
+        draw_digit(draw, value, *glyph_origin(size))
+    else:
+        draw_stripes(draw, value, stripes_box(size))
     return image
 
 
-def make_sample(rng: random.Random, size: int, fine: bool) -> dict:
-    kind = rng.choice(FINE_KINDS if fine else COARSE_KINDS)
-    colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
-    count, digit = rng.choice(COUNTS), rng.choice(list(DIGIT_GLYPHS))
+def make_sample(
+    rng: random.Random, size: int, fine: bool, fine_kinds: tuple[str, ...], coarse_kinds: tuple[str, ...]
+) -> dict:
+    kind = rng.choice(fine_kinds if fine else coarse_kinds)
+    colour, shape, count = rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(COUNTS)
+    label_kind = kind if kind in FINE_KINDS else rng.choice(fine_kinds)
+    label = (label_kind, rng.choice(list(DIGIT_GLYPHS) if label_kind == "digit" else STRIPES))
     scene = "count" if kind == "count" else ("shape" if kind in ("colour", "shape") else rng.choice(["count", "shape"]))
     if scene == "count":
         shape = "circle"
-    answer = {"colour": colour, "shape": shape, "count": str(count), "digit": digit}[kind]
-    image = render(size, scene, colour, shape, count, digit, rng)
+    answer = {"colour": colour, "shape": shape, "count": str(count)}.get(kind, label[1])
+    image = render(size, scene, colour, shape, count, label, rng)
     return {
         "images": image,
         "problem": "<image>" + QUESTIONS[kind],
@@ -131,21 +180,15 @@ def generate_split(count: int, config: SyntheticConfig, split_seed: int) -> data
     fine_count = round(count * config.fine_fraction)
     flags = [True] * fine_count + [False] * (count - fine_count)
     rng.shuffle(flags)
-    rows = [make_sample(rng, config.size, fine) for fine in flags]
-    features = datasets.Features(
-        {
-            "images": datasets.Image(),
-            "problem": datasets.Value("string"),
-            "original_answer": datasets.Value("string"),
-            "data_source": datasets.Value("string"),
-            "info": {
-                "tgt_width": datasets.Value("int32"),
-                "tgt_height": datasets.Value("int32"),
-                "use_tool": datasets.Value("bool"),
-            },
-        }
-    )
-    return datasets.Dataset.from_list(rows, features=features)
+    for name, chosen, known in (
+        ("fine_kinds", config.fine_kinds, FINE_KINDS),
+        ("coarse_kinds", config.coarse_kinds, COARSE_KINDS),
+    ):
+        if not chosen or set(chosen) - set(known):
+            raise ValueError(f"data.synthetic.{name} must be a non-empty subset of {known}, got {chosen}")
+    kinds = (tuple(config.fine_kinds), tuple(config.coarse_kinds))
+    rows = [make_sample(rng, config.size, fine, *kinds) for fine in flags]
+    return datasets.Dataset.from_list(rows, features=datasets.Features(FEATURES))
 
 
 def write_synthetic(root: str | Path, config: SyntheticConfig | None = None) -> Path:
@@ -175,4 +218,5 @@ def _quiet_datasets():
 
 def vocabulary_lines() -> list[str]:
     """The task's words, for training the tiny model's tokenizer."""
-    return list(QUESTIONS.values()) + list(COLOURS) + list(SHAPES) + [str(c) for c in COUNTS] + list(DIGIT_GLYPHS)
+    words = list(COLOURS) + list(SHAPES) + [str(c) for c in COUNTS] + list(DIGIT_GLYPHS) + list(STRIPES)
+    return list(QUESTIONS.values()) + words

@@ -79,7 +79,7 @@ def load_model(cfg: DictConfig):
 
 def evaluate_mode(
     driver: EpisodeDriver, benchmark: Benchmark, mode: str, judge, settings: DictConfig
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[dict]]:
     records: list[Record] = []
     sampling = SamplingConfig(greedy=True, max_new_tokens=settings.max_new_tokens)
     started = time.perf_counter()
@@ -93,7 +93,26 @@ def evaluate_mode(
             Record(t, prediction(t, settings.answer_extraction), v) for t, v in zip(trajectories, verdicts, strict=True)
         ]
     seconds = time.perf_counter() - started
-    return {**benchmark_scores(benchmark.metric, records), **accounting(records, seconds)}
+    return {**benchmark_scores(benchmark.metric, records), **accounting(records, seconds)}, examples(records)
+
+
+def examples(records: list[Record], count: int = 6) -> list[dict]:
+    """A few trajectories to read: the first ones that used high resolution and the first that did not."""
+    chosen = [r for r in records if r.trajectory.used_high_res][: count // 2]
+    chosen += [r for r in records if not r.trajectory.used_high_res][: count - len(chosen)]
+    return [
+        {
+            "sample": r.sample.sample_id,
+            "question": r.sample.question.replace("<image>", "").strip(),
+            "answer": r.sample.answer,
+            "needs_high_res": r.sample.use_tool,
+            "turns": r.trajectory.turn_texts,
+            "used_high_res": r.trajectory.used_high_res,
+            "visual_tokens": r.trajectory.visual_tokens,
+            "correct": r.verdict.correct,
+        }
+        for r in chosen
+    ]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
@@ -120,7 +139,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
                     prompt = instantiate(cfg.prompts[mode])
                     rollout = RolloutConfig(group_size=1, max_images=cfg.eval.max_images, max_turns=cfg.eval.max_turns)
                     driver = EpisodeDriver(engine, EpisodeBuilder(processor, prompt, resolution), rollout)
-                    figures = evaluate_mode(driver, benchmark, mode, judge, cfg.eval)
+                    figures, shown = evaluate_mode(driver, benchmark, mode, judge, cfg.eval)
+                    write_atomic(output / "samples" / f"{benchmark.name}__{mode}.json", json.dumps(shown, indent=2))
                     write_atomic(done, json.dumps(figures, indent=2))
                 results.setdefault(benchmark.name, {})[mode] = figures
     finally:

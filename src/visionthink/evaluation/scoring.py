@@ -99,6 +99,10 @@ def accounting(records: Sequence[Record], seconds: float) -> dict[str, float]:
             for t in labelled
         )
         spent = fmean(t.visual_tokens for t in labelled)
+        for label, name in ((True, "needs_high_res"), (False, "low_res_enough")):
+            chosen = [u for n, u in zip(needed, used, strict=True) if n is label]
+            if chosen:
+                figures[f"resize_ratio/{name}"] = fmean(chosen)
         figures.update(
             decision_precision=true_positive / sum(used) if sum(used) else 0.0,
             decision_recall=true_positive / sum(needed) if sum(needed) else 0.0,

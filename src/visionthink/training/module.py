@@ -34,7 +34,7 @@ from visionthink.models.loading import ModelConfig, load_policy, load_processor
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
-from visionthink.rollout.hf_engine import TransformersRolloutEngine
+from visionthink.rollout.factory import build_engine
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.sync import SharedModuleSync
@@ -96,13 +96,12 @@ class VisionThinkGRPO(L.LightningModule):
         self.pad_id = tokenizer.pad_token_id
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
+        self.engine = build_engine(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
         if self.rollout_config.backend == "vllm":
-            from visionthink.rollout.vllm_engine import VLLMRolloutEngine, VLLMWeightSync
+            from visionthink.rollout.vllm_engine import VLLMWeightSync
 
-            self.engine = VLLMRolloutEngine(path, tokenizer, self.resolution, self.rollout_config.vllm, self.seed)
             self.weight_sync = VLLMWeightSync(self.engine)
         else:
-            self.engine = TransformersRolloutEngine(self.policy, tokenizer, self.rollout_config.reuse_kv_cache)
             self.weight_sync = SharedModuleSync(self.engine)
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
         if self.grpo.beta > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import warnings
@@ -113,4 +114,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # The metrics a sweeper optimises must describe the final policy.
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
+    if trainer.is_global_zero:
+        (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics

@@ -85,7 +85,9 @@ def teacher_traces(
     the ``mode`` view (full or low)."""
     tool = builder.prompt.uses_tool
     plans = [
-        TracePlan(call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction, answer=s.answer)
+        TracePlan(
+            call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction, answer=s.answer
+        )
         for s in samples
     ]
     engine = TeacherEngine(builder.processor.tokenizer, builder.prompt, plans)
@@ -123,7 +125,9 @@ class SFTModule(L.LightningModule):
         self.policy = load_policy(self.model_config, path).train()
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
         self.plain_builder = (
-            EpisodeBuilder(self.processor, self.plain_prompt, self.resolution) if self.plain_prompt is not None else None
+            EpisodeBuilder(self.processor, self.plain_prompt, self.resolution)
+            if self.plain_prompt is not None
+            else None
         )
 
     def configure_optimizers(self):

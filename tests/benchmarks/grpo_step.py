@@ -1,0 +1,143 @@
+"""One GRPO step, ours against TRL's GRPOTrainer, on the same tiny Qwen2.5-VL weights, prompts and
+images: single turn, one prompt x G completions per step, temperature 1, beta 0, fp32, no
+activation checkpointing. Step time = generation + reward + forward/backward + optimizer step."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class StepTimer(L.Callback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def ours(
+    model_path: str, data_path: str, resolution: Any, steps: int, group_size: int, max_new_tokens: int
+) -> list[float]:
+    from functools import partial
+
+    from omegaconf import OmegaConf
+
+    from visionthink.data.datamodule import DataSource, VisionThinkDataModule
+    from visionthink.episode.prompts import prompt_from_config
+    from visionthink.models import ModelConfig
+    from visionthink.paths import CONF_DIR
+    from visionthink.reward import RewardConfig, RuleJudge
+    from visionthink.rollout import RolloutConfig, SamplingConfig
+    from visionthink.training.config import GRPOConfig
+    from visionthink.training.module import VisionThinkGRPO
+
+    prompt = prompt_from_config(**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "prompt" / "general_qa.yaml")))
+    module = VisionThinkGRPO(
+        model=ModelConfig(name_or_path=model_path),
+        prompt=prompt,
+        resolution=resolution,
+        rollout=RolloutConfig(
+            group_size=group_size, max_turns=1, sampling=SamplingConfig(max_new_tokens=max_new_tokens)
+        ),
+        reward=RewardConfig(penalty_mode="none"),
+        judge=RuleJudge(),
+        grpo=GRPOConfig(beta=0.0, micro_batch_size=group_size, aggregate="token-mean"),
+        optimizer=partial(torch.optim.AdamW, lr=1e-5),
+        scheduler=None,
+    )
+    datamodule = VisionThinkDataModule(DataSource(data_path), batch_size=1, resolution=resolution)
+    timer = StepTimer()
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[timer], use_distributed_sampler=False, num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds
+
+
+def trl(
+    model_path: str, samples: list[Any], processor: Any, steps: int, group_size: int, max_new_tokens: int
+) -> list[float]:
+    import datasets
+    from omegaconf import OmegaConf
+    from transformers import Qwen2_5_VLForConditionalGeneration, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from visionthink.paths import CONF_DIR
+
+    system = OmegaConf.load(CONF_DIR / "prompt" / "general_qa.yaml").system
+    rows = {
+        "prompt": [
+            [
+                {"role": "system", "content": system},
+                {
+                    "role": "user",
+                    "content": [{"type": "image"}, {"type": "text", "text": s.question.replace("<image>", "")}],
+                },
+            ]
+            for s in samples
+        ],  # fmt: skip
+        "image": [s.image for s in samples],
+    }
+    dataset = datasets.Dataset.from_dict(rows)
+
+    def reward(completions, **_):
+        return [float("<answer>" in (c[0]["content"] if isinstance(c, list) else c)) for c in completions]
+
+    class Timer(TrainerCallback):
+        seconds: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    timer = Timer()
+    timer.seconds = []
+    with tempfile.TemporaryDirectory() as output:
+        args = GRPOConfig(
+            output_dir=output, per_device_train_batch_size=group_size, num_generations=group_size,
+            max_completion_length=max_new_tokens, temperature=1.0, beta=0.0, loss_type="dapo", bf16=False,
+            gradient_checkpointing=False, max_steps=steps, logging_steps=1, report_to=[], save_strategy="no",
+            learning_rate=1e-5, use_cpu=True, dataloader_num_workers=0, seed=0,
+        )  # fmt: skip
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32)
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[reward],
+            args=args,
+            train_dataset=dataset,
+            processing_class=processor,
+            callbacks=[timer],
+        )
+        trainer.train()
+    return timer.seconds
+
+
+def compare(model_path: str, data_path: str, resolution: Any, processor: Any, samples: list[Any], steps: int = 12,
+            warmup: int = 2, blocks: int = 2, group_size: int = 8, max_new_tokens: int = 64) -> dict[str, Any]:  # fmt: skip
+    """Interleaved A/B blocks; the median step time of each side after ``warmup`` steps per block."""
+    times: dict[str, list[float]] = {"ours": [], "trl": []}
+    for _ in range(blocks):
+        times["ours"] += ours(model_path, data_path, resolution, steps, group_size, max_new_tokens)[warmup:]
+        times["trl"] += trl(model_path, samples, processor, steps, group_size, max_new_tokens)[warmup:]
+    result = {side: median(values) for side, values in times.items()}
+    result["ratio"] = result["ours"] / result["trl"]
+    result["steps_measured"] = {side: len(values) for side, values in times.items()}
+    return result
+
+
+def default_path() -> Path:
+    return Path(__file__).resolve().parents[2]

@@ -1,0 +1,206 @@
+"""`make bench`: measure, then write docs/benchmarks.md and log to MLflow.
+
+python tests/benchmarks/run.py            # everything (~20-30 minutes on 2 cores)
+python tests/benchmarks/run.py --quick    # a few steps of each, to check the harness
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
+
+from visionthink.data import SampleDataset, SyntheticConfig, write_synthetic  # noqa: E402
+from visionthink.episode import EpisodeBuilder, ResolutionPolicy  # noqa: E402
+from visionthink.episode.prompts import prompt_from_config  # noqa: E402
+from visionthink.models import ModelConfig, TinyModelSpec, load_policy, load_processor  # noqa: E402
+
+RESOLUTION = ResolutionPolicy(min_pixels=56 * 56, max_pixels=448 * 448, processor_min_pixels=56 * 56)
+SIZES = {
+    "tiny (0.8M)": ("tiny", TinyModelSpec()),
+    "tiny_10m (10M)": ("tiny_10m", TinyModelSpec(text_hidden_size=256, text_layers=4, text_heads=4, text_kv_heads=2,
+                                                 text_intermediate_size=1024, vision_hidden_size=256, vision_depth=4,
+                                                 vision_heads=4, vision_intermediate_size=1024, vocab_size=2048)),
+}  # fmt: skip
+
+
+def prompt(name: str):
+    from omegaconf import OmegaConf
+
+    return prompt_from_config(**OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "prompt" / f"{name}.yaml")))
+
+
+def dataset(workdir: Path, size: int, fine_fraction: float = 0.5, count: int = 64) -> Path:
+    root = workdir / f"data_{size}_{fine_fraction}"
+    write_synthetic(root, SyntheticConfig(size=size, fine_fraction=fine_fraction, splits={"train": count}))
+    return root / "train"
+
+
+def peak_rss_gib(command: list[str]) -> tuple[float, float]:
+    """Peak resident memory of a child process (GiB) and its wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) / 1024**2, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="few steps, to check the harness")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    steps, blocks = (4, 1) if args.quick else (12, 2)
+    results: dict = {"settings": {"steps_per_block": steps, "blocks": blocks, "warmup_steps": 2, "group_size": 8,
+                                  "max_new_tokens": 64, "threads": torch.get_num_threads()}}  # fmt: skip
+    import grpo_step
+    import multiturn
+    from adaptive import measure as adaptive_measure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        results["grpo_step"] = {}
+        for label, (name, spec) in SIZES.items():
+            path = str(ModelConfig(tiny=spec, tiny_name=name).resolve_path())
+            processor = load_processor(path, RESOLUTION.processor_size())
+            for size in (224, 448):
+                data = dataset(workdir, size)
+                samples = [SampleDataset(data).load(i) for i in range(16)]
+                print(f"GRPO step: {label}, {size} px", flush=True)
+                results["grpo_step"][f"{label}, {size} px"] = grpo_step.compare(
+                    path, str(data), RESOLUTION, processor, samples, steps=steps, blocks=blocks
+                )
+        name, spec = SIZES["tiny_10m (10M)"]
+        path = str(ModelConfig(tiny=spec, tiny_name=name).resolve_path())
+        model = load_policy(ModelConfig(tiny=spec, tiny_name=name), path).eval()
+        processor = load_processor(path, RESOLUTION.processor_size())
+        data = dataset(workdir, 224)
+        samples = [SampleDataset(data).load(i) for i in range(8)]
+        print("multi-turn rollout cost", flush=True)
+        results["multiturn"] = multiturn.measure(model, processor.tokenizer, EpisodeBuilder(processor, prompt("agent"), RESOLUTION),
+                                                 samples, max_new_tokens=32, repeats=1 if args.quick else 3)  # fmt: skip
+        print("adaptive inference", flush=True)
+        data = dataset(workdir, 448, fine_fraction=0.3, count=16 if args.quick else 64)
+        samples = [SampleDataset(data).load(i) for i in range(len(SampleDataset(data)))]
+        prompts = {"adaptive": prompt("agent"), "full": prompt("general_qa"), "low": prompt("general_qa")}
+        results["adaptive"] = adaptive_measure(model, processor, prompts, RESOLUTION, samples)
+        print("memory", flush=True)
+        outputs = workdir / "outputs"
+        train = [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            f"paths.outputs_dir={outputs}",
+            f"paths.data_dir={workdir / 'train_data'}",
+        ]
+        default_rss, default_seconds = peak_rss_gib(
+            train + ["run_name=default"] + (["trainer.max_steps=2"] if args.quick else [])
+        )
+        step_rss, _ = peak_rss_gib(
+            train + ["run_name=ten_m", "experiment=tiny_10m", "trainer.max_steps=1", "data.val=null"]
+        )
+        results["memory"] = {"default_train_peak_rss_gib": default_rss, "default_train_seconds": default_seconds,
+                             "tiny_10m_one_step_peak_rss_gib": step_rss}  # fmt: skip
+    report = render(results, "python tests/benchmarks/run.py" + (" --quick" if args.quick else ""))
+    Path(args.output).write_text(report)
+    log_to_mlflow(results, Path(args.output))
+    print(report)
+
+
+def versions() -> str:
+    import lightning
+    import transformers
+    import trl
+
+    return (f"{platform.platform()}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} threads), Python "
+            f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"lightning {lightning.__version__}, trl {trl.__version__}")  # fmt: skip
+
+
+def render(results: dict, command: str) -> str:
+    s = results["settings"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`{command}`) from its own measurements; rerun it to regenerate.",
+        "",
+        f"- machine: {versions()}",
+        f"- GRPO step: one prompt x {s['group_size']} completions, {s['max_new_tokens']} new tokens, temperature 1.0, beta 0, "
+        f"fp32, no activation checkpointing, single turn; median over {s['blocks']} interleaved blocks (ours, TRL, ours, TRL, ...) "
+        f"of {s['steps_per_block']} steps, the first {s['warmup_steps']} of each block dropped.",
+        "",
+        "## GRPO step: ours vs TRL GRPOTrainer (same weights, prompts, images)",
+        "",
+        "| model, image | ours (s) | TRL (s) | ratio ours / TRL | target |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in results["grpo_step"].items():
+        verdict = "met" if row["ratio"] <= 1.0 else "missed"
+        lines.append(f"| {name} | {row['ours']:.3f} | {row['trl']:.3f} | {row['ratio']:.2f} | <= 1.0 ({verdict}) |")
+    m = results["multiturn"]
+    lines += ["", "## Multi-turn rollout cost (8 trajectories, all two turns, ~10M model, 224 px, 32 new tokens per turn, greedy)", "",
+              "| | turn-2 prefill tokens | turn-2 s | both turns s | generated tokens / s |", "|---|---|---|---|---|"]  # fmt: skip
+    for key, label in (("no_reuse", "fresh prefill"), ("reuse", "turn-2 KV reuse")):
+        r = m[key]
+        lines.append(
+            f"| {label} | {r['turn2_prefill_tokens']} | {r['turn2_seconds']:.2f} | {r['seconds']:.2f} | {r['tokens_per_second']:.0f} |"
+        )
+    a = results["adaptive"]
+    lines += ["", f"## Adaptive inference (~10M model, 448-px synthetic set, {a['needs_high_res']:.0%} of questions need high resolution, "
+              "decision scripted from the question, greedy, 32 new tokens)", "",
+              "| mode | wall s | visual tokens / sample | resize ratio |", "|---|---|---|---|"]  # fmt: skip
+    for mode in ("full", "low", "adaptive"):
+        lines.append(
+            f"| {mode} | {a[mode]['seconds']:.2f} | {a[mode]['visual_tokens']:.1f} | {a[mode]['resize_ratio']:.0%} |"
+        )
+    lines += ["", f"- adaptive wall time / full: {a['adaptive_time_vs_full']:.2f} (target <= 0.6: "
+              f"{'met' if a['adaptive_time_vs_full'] <= 0.6 else 'missed'})",
+              f"- adaptive visual tokens / oracle ({a['oracle_visual_tokens']:.1f}): {a['adaptive_tokens_vs_oracle']:.2f} "
+              f"(target within 10%: {'met' if abs(a['adaptive_tokens_vs_oracle'] - 1) <= 0.1 else 'missed'})"]  # fmt: skip
+    mem = results["memory"]
+    lines += ["", "## Memory", "",
+              f"- `make train` default run: peak RSS {mem['default_train_peak_rss_gib']:.2f} GiB in {mem['default_train_seconds']:.0f} s "
+              f"(target <= 4 GiB: {'met' if mem['default_train_peak_rss_gib'] <= 4 else 'missed'})",
+              f"- one step of the ~10M model (`experiment=tiny_10m`): peak RSS {mem['tiny_10m_one_step_peak_rss_gib']:.2f} GiB",
+              "", "No GPU was available to the session that ran this; the ~100M-parameter GPU comparison against TRL is not measured."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def log_to_mlflow(results: dict, report: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from visionthink.tracking import mlflow_run
+
+    (ROOT / "outputs").mkdir(exist_ok=True)
+    settings = OmegaConf.create(
+        {
+            "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'outputs' / 'mlflow.db'}"),
+            "experiment_name": "visionthink-bench",
+            "artifact_location": str(ROOT / "outputs" / "mlartifacts"),
+        }
+    )
+    with mlflow_run(settings, run_name=f"bench-{time.strftime('%Y-%m-%d_%H-%M-%S')}") as (client, run_id):
+        for name, row in results["grpo_step"].items():
+            key = name.replace(" ", "").replace(",", "_").replace("(", "").replace(")", "")
+            client.log_metric(run_id, f"grpo_step/{key}/ratio", row["ratio"])
+        client.log_metric(run_id, "adaptive/time_vs_full", results["adaptive"]["adaptive_time_vs_full"])
+        client.log_metric(run_id, "memory/default_train_gib", results["memory"]["default_train_peak_rss_gib"])
+        client.log_artifact(run_id, str(report))
+        client.log_text(run_id, json.dumps(results, indent=2, default=str), "benchmarks.json")
+
+
+if __name__ == "__main__":
+    main()
