@@ -70,3 +70,19 @@ def test_mme_acc_plus():
     assert scores["mme/code_reasoning"] == 0.0
     assert scores["perception"] == pytest.approx(125.0) and scores["cognition"] == 0.0
     assert scores["total"] == pytest.approx(125.0)
+
+
+def test_label_scores_split_the_score_by_use_tool_label():
+    from types import SimpleNamespace
+
+    from visionthink.evaluation.scoring import Record, label_scores
+    from visionthink.reward.judges import Verdict
+
+    def record(use_tool, correct):
+        sample = SimpleNamespace(use_tool=use_tool, answer="a", answers=None, info={})
+        return Record(SimpleNamespace(episode=SimpleNamespace(sample=sample)), "a", Verdict(correct, ""))
+
+    records = [record(True, True), record(True, False), record(True, False), record(False, True), record(None, False)]
+    assert label_scores("accuracy", records) == {"score/needs_high_res": pytest.approx(100 / 3),
+                                                 "score/low_res_enough": 100.0}  # fmt: skip
+    assert label_scores("accuracy", [record(None, True)]) == {}

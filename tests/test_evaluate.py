@@ -37,6 +37,7 @@ def test_synthetic_evaluation_writes_results_table_and_plot(tmp_path, synthetic_
         figures = saved["synthetic"][mode]
         assert all(key in figures for key in MODES_KEYS) and figures["samples"] == 8
         assert {"decision_precision", "decision_recall", "oracle_visual_tokens", "oracle_gap"} <= set(figures)
+        assert {"score/needs_high_res", "score/low_res_enough"} <= set(figures)
     # Exact figures from the resolution policy: 224 px -> 64 tokens, 112 px -> 16.
     assert saved["synthetic"]["full"]["visual_tokens"] == 64.0
     assert saved["synthetic"]["low"]["visual_tokens"] == 16.0

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from conftest import TOOL_TURN, answer_turn
-from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig, TransformersRolloutEngine
+from visionthink.metrics import rollout_metrics
+from visionthink.rollout import (
+    EpisodeDriver,
+    GenerationResult,
+    RolloutConfig,
+    SamplingConfig,
+    TransformersRolloutEngine,
+)
 
 SAMPLING = SamplingConfig(max_new_tokens=24)
 
@@ -68,6 +75,30 @@ def test_surplus_tool_call_ends_the_episode_at_the_image_budget(builder, samples
     (trajectory,) = driver.run([builder.build(samples[0])], SAMPLING)
     assert len(trajectory.images) == 2 and len(trajectory.turns) == 2
     assert trajectory.end_reason == "tool_call_limit" and trajectory.final_answer is None
+
+
+def test_a_turn_cut_by_the_token_budget_is_counted_as_truncated(builder, samples, scripted, tokenizer):
+    class BudgetEngine:
+        """The scripted tool call, cut after `budget` tokens as a sampler with that budget would."""
+
+        def __init__(self, budget: int):
+            self.inner, self.budget = scripted(lambda r: TOOL_TURN), budget
+
+        def generate(self, requests, sampling):
+            results = self.inner.generate(requests, sampling)
+            return [GenerationResult(token_ids=r.token_ids[: self.budget], stopped=len(r.token_ids) <= self.budget)
+                    for r in results]  # fmt: skip
+
+        def end_episodes(self):
+            pass
+
+    tool_call_length = len(tokenizer(TOOL_TURN, add_special_tokens=False)["input_ids"]) + 1
+    for budget, truncated in ((tool_call_length // 2, 1.0), (tool_call_length, 0.0)):
+        driver = EpisodeDriver(BudgetEngine(budget), builder, RolloutConfig(group_size=2))
+        trajectories = driver.run([builder.build(samples[0])], SAMPLING)
+        metrics = rollout_metrics(trajectories)
+        assert metrics["truncated_ratio"] == truncated
+        assert metrics["resize_ratio"] == 1.0 - truncated
 
 
 def test_generated_vision_tokens_are_stripped(builder, samples, scripted, tokenizer):

@@ -127,3 +127,15 @@ def test_resume_after_sigkill_is_exact_and_continues_the_mlflow_run(tmp_path):
     _, straight_runs = mlflow_run(tmp_path, "straight")
     for key in ("train/reward", "train/response_tokens", "train/loss"):
         assert history(client, run_id_before, key) == history(client, straight_runs[0].info.run_id, key), key
+
+
+def test_a_step_whose_groups_are_all_filtered_still_counts_and_changes_no_weight(tmp_path):
+    # A threshold no reward spread reaches drops every group.
+    run(tmp_path, "all_filtered", "trainer.max_steps=2", "trainer.val_check_interval=100", "grpo.beta=0.0",
+        "grpo.drop_zero_variance_groups=true", "grpo.zero_variance_threshold=1e9", "optim.optimizer.lr=1e-2")  # fmt: skip
+    client, runs = mlflow_run(tmp_path, "all_filtered")
+    assert sorted(history(client, runs[0].info.run_id, "train/updated_groups").items()) == [(1, 0.0), (2, 0.0)]
+    step, weights = final_policy(tmp_path, "all_filtered")
+    assert step == 2
+    initial = load_policy(ModelConfig()).state_dict()
+    assert all(torch.equal(weights[f"policy.{name}"], value) for name, value in initial.items())

@@ -30,10 +30,10 @@ def ours(
 ) -> list[float]:
     from functools import partial
 
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from visionthink.data.datamodule import DataSource, VisionThinkDataModule
-    from visionthink.episode.prompts import prompt_from_config
     from visionthink.models import ModelConfig
     from visionthink.paths import CONF_DIR
     from visionthink.reward import RewardConfig, RuleJudge
@@ -41,7 +41,7 @@ def ours(
     from visionthink.training.config import GRPOConfig
     from visionthink.training.module import VisionThinkGRPO
 
-    prompt = prompt_from_config(**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "prompt" / "general_qa.yaml")))
+    prompt = instantiate(OmegaConf.load(CONF_DIR / "prompt" / "general_qa.yaml"))
     module = VisionThinkGRPO(
         model=ModelConfig(name_or_path=model_path),
         prompt=prompt,
@@ -51,7 +51,7 @@ def ours(
         ),
         reward=RewardConfig(penalty_mode="none"),
         judge=RuleJudge(),
-        grpo=GRPOConfig(beta=0.0, micro_batch_size=group_size, aggregate="token-mean"),
+        grpo=GRPOConfig(beta=0.0, micro_batch_size=group_size, aggregate="token-mean", drop_zero_variance_groups=False),
         optimizer=partial(torch.optim.AdamW, lr=1e-5),
         scheduler=None,
     )
@@ -67,8 +67,15 @@ def ours(
 
 
 def trl(
-    model_path: str, samples: list[Any], processor: Any, steps: int, group_size: int, max_new_tokens: int
+    model_path: str,
+    samples: list[Any],
+    images: list[Any],
+    processor: Any,
+    steps: int,
+    group_size: int,
+    max_new_tokens: int,
 ) -> list[float]:
+    """TRL's step on the same prompts and the same images our episodes start from (the low-res view)."""
     import datasets
     from omegaconf import OmegaConf
     from transformers import Qwen2_5_VLForConditionalGeneration, TrainerCallback
@@ -80,7 +87,7 @@ def trl(
     rows = {
         "prompt": [
             [
-                {"role": "system", "content": system},
+                {"role": "system", "content": [{"type": "text", "text": system}]},
                 {
                     "role": "user",
                     "content": [{"type": "image"}, {"type": "text", "text": s.question.replace("<image>", "")}],
@@ -88,7 +95,7 @@ def trl(
             ]
             for s in samples
         ],  # fmt: skip
-        "image": [s.image for s in samples],
+        "image": images,
     }
     dataset = datasets.Dataset.from_dict(rows)
 
@@ -126,13 +133,13 @@ def trl(
     return timer.seconds
 
 
-def compare(model_path: str, data_path: str, resolution: Any, processor: Any, samples: list[Any], steps: int = 12,
+def compare(model_path: str, data_path: str, resolution: Any, processor: Any, samples: list[Any], images: list[Any], steps: int = 12,
             warmup: int = 2, blocks: int = 2, group_size: int = 8, max_new_tokens: int = 64) -> dict[str, Any]:  # fmt: skip
     """Interleaved A/B blocks; the median step time of each side after ``warmup`` steps per block."""
     times: dict[str, list[float]] = {"ours": [], "trl": []}
     for _ in range(blocks):
         times["ours"] += ours(model_path, data_path, resolution, steps, group_size, max_new_tokens)[warmup:]
-        times["trl"] += trl(model_path, samples, processor, steps, group_size, max_new_tokens)[warmup:]
+        times["trl"] += trl(model_path, samples, images, processor, steps, group_size, max_new_tokens)[warmup:]
     result = {side: median(values) for side, values in times.items()}
     result["ratio"] = result["ours"] / result["trl"]
     result["steps_measured"] = {side: len(values) for side, values in times.items()}

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,6 @@ os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 
 from visionthink.data import SampleDataset, SyntheticConfig, write_synthetic  # noqa: E402
 from visionthink.episode import EpisodeBuilder, ResolutionPolicy  # noqa: E402
-from visionthink.episode.prompts import prompt_from_config  # noqa: E402
 from visionthink.models import ModelConfig, TinyModelSpec, load_policy, load_processor  # noqa: E402
 
 RESOLUTION = ResolutionPolicy(min_pixels=56 * 56, max_pixels=448 * 448, processor_min_pixels=56 * 56)
@@ -39,9 +37,10 @@ SIZES = {
 
 
 def prompt(name: str):
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    return prompt_from_config(**OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "prompt" / f"{name}.yaml")))
+    return instantiate(OmegaConf.load(ROOT / "conf" / "prompt" / f"{name}.yaml"))
 
 
 def dataset(workdir: Path, size: int, fine_fraction: float = 0.5, count: int = 64) -> Path:
@@ -50,13 +49,18 @@ def dataset(workdir: Path, size: int, fine_fraction: float = 0.5, count: int = 6
     return root / "train"
 
 
+# Runs the command in a fresh process whose own children accounting holds only that command
+# (RUSAGE_CHILDREN keeps the largest child ever waited for, so one process cannot measure twice).
+RSS_PROBE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+
+
 def peak_rss_gib(command: list[str]) -> tuple[float, float]:
-    """Peak resident memory of a child process (GiB) and its wall time."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Peak resident memory of a command (GiB) and its wall time."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024**2, time.perf_counter() - started
+    probe = subprocess.run([sys.executable, "-c", RSS_PROBE, *command], check=True, capture_output=True, text=True,
+                           env=dict(os.environ, HF_HUB_OFFLINE="1"))  # fmt: skip
+    return int(probe.stdout.split()[-1]) / 1024**2, time.perf_counter() - started
 
 
 def main() -> None:
@@ -80,9 +84,11 @@ def main() -> None:
             for size in (224, 448):
                 data = dataset(workdir, size)
                 samples = [SampleDataset(data).load(i) for i in range(16)]
+                builder = EpisodeBuilder(processor, prompt("general_qa"), RESOLUTION)
+                images = [builder.build(s).first_view.image for s in samples]
                 print(f"GRPO step: {label}, {size} px", flush=True)
                 results["grpo_step"][f"{label}, {size} px"] = grpo_step.compare(
-                    path, str(data), RESOLUTION, processor, samples, steps=steps, blocks=blocks
+                    path, str(data), RESOLUTION, processor, samples, images, steps=steps, blocks=blocks
                 )
         name, spec = SIZES["tiny_10m (10M)"]
         path = str(ModelConfig(tiny=spec, tiny_name=name).resolve_path())
@@ -110,7 +116,8 @@ def main() -> None:
             train + ["run_name=default"] + (["trainer.max_steps=2"] if args.quick else [])
         )
         step_rss, _ = peak_rss_gib(
-            train + ["run_name=ten_m", "experiment=tiny_10m", "trainer.max_steps=1", "data.val=null"]
+            train
+            + ["run_name=ten_m", "experiment=tiny_10m", "trainer.max_steps=1", "data.val=null", "optimized_metrics=[]"]
         )
         results["memory"] = {"default_train_peak_rss_gib": default_rss, "default_train_seconds": default_seconds,
                              "tiny_10m_one_step_peak_rss_gib": step_rss}  # fmt: skip

@@ -23,7 +23,7 @@ from visionthink.data.readers import ColumnMapping, SampleDataset
 from visionthink.episode.builder import EpisodeBuilder
 from visionthink.errors import InputError
 from visionthink.evaluation.report import write_atomic, write_results
-from visionthink.evaluation.scoring import METRICS, Record, accounting, benchmark_scores
+from visionthink.evaluation.scoring import METRICS, Record, accounting, benchmark_scores, label_scores
 from visionthink.models.loading import load_policy, load_processor
 from visionthink.reward.scoring import judge_trajectories, prediction
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
@@ -93,7 +93,8 @@ def evaluate_mode(
             Record(t, prediction(t, settings.answer_extraction), v) for t, v in zip(trajectories, verdicts, strict=True)
         ]
     seconds = time.perf_counter() - started
-    return {**benchmark_scores(benchmark.metric, records), **accounting(records, seconds)}, examples(records)
+    figures = {**benchmark_scores(benchmark.metric, records), **label_scores(benchmark.metric, records)}
+    return {**figures, **accounting(records, seconds)}, examples(records)
 
 
 def examples(records: list[Record], count: int = 6) -> list[dict]:

@@ -75,6 +75,17 @@ def benchmark_scores(metric: str, records: Sequence[Record]) -> dict[str, float]
     return {"score": scores["total"], **scores, **judged}
 
 
+def label_scores(metric: str, records: Sequence[Record]) -> dict[str, float]:
+    """The benchmark's score on the questions that need high resolution and on the others, where
+    samples carry use_tool labels: it tells a weak reader (full-res score low) from a weak decider."""
+    figures = {}
+    for label, name in ((True, "needs_high_res"), (False, "low_res_enough")):
+        subset = [r for r in records if r.trajectory.episode.sample.use_tool is label]
+        if subset:
+            figures[f"score/{name}"] = benchmark_scores(metric, subset)["score"]
+    return figures
+
+
 def accounting(records: Sequence[Record], seconds: float) -> dict[str, float]:
     """Resize decisions and visual-token cost; against the use_tool labels when samples carry them."""
     trajectories = [r.trajectory for r in records]

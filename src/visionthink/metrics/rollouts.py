@@ -28,6 +28,8 @@ def rollout_metrics(
         "response_tokens": _mean([t.generated_tokens for t in trajectories]),
         "turns": _mean([len(t.turns) for t in trajectories]),
         "answered_ratio": _mean([float(t.final_answer is not None) for t in trajectories]),
+        # Rollouts cut by max_new_tokens: a budget shorter than a tool call silently forbids the tool.
+        "truncated_ratio": _mean([float(any(turn.truncated for turn in t.turns)) for t in trajectories]),
     }
     if scores is not None:
         metrics.update(

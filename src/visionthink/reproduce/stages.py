@@ -38,7 +38,11 @@ def plan(cfg: Any) -> list[Stage]:
         f"model={cfg.model}",
         f"seed={cfg.seed}",
     ]
-    data = [f"data.synthetic.splits={{train: {cfg.data.train}, val: {cfg.data.val}, test: {cfg.data.test}}}"]
+    data = [
+        f"data.synthetic.splits={{train: {cfg.data.train}, val: {cfg.data.val}, test: {cfg.data.test}}}",
+        f"data.synthetic.coarse_kinds=[{','.join(cfg.data.coarse_kinds)}]",
+        f"data.synthetic.fine_kinds=[{','.join(cfg.data.fine_kinds)}]",
+    ]
     sft_model = outputs / "sft" / f"{name}-sft" / "model"
     stages = [
         Stage(
@@ -97,7 +101,7 @@ def plan(cfg: Any) -> list[Stage]:
                 outputs / "eval" / f"{name}-eval-{variant}" / "results.json",
             )  # fmt: skip
         )
-    for theta in cfg.theta_sweep.values:
+    for theta in cfg.theta_sweep.thetas:
         run = f"{name}-theta-{theta}"
         stages.append(
             Stage(

@@ -269,6 +269,8 @@ class VisionThinkGRPO(L.LightningModule):
         return metrics
 
     def _mini_batches(self, num_groups: int) -> list[slice]:
+        if num_groups == 0:
+            return []
         size = self.grpo.mini_batch_size or num_groups
         return [slice(start, min(start + size, num_groups)) for start in range(0, num_groups, size)]
 

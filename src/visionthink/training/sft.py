@@ -4,7 +4,9 @@ as RL rollouts (so the token layout, masks and images are exactly what GRPO will
 For each sample a seeded coin decides, independently of whether the question needs high
 resolution, whether the trace calls the resize tool and answers from the high-resolution image,
 or answers directly. The traces teach the format and the answers, not the decision (paper
-Appendix C.2 compares such a cold start with none).
+Appendix C.2 compares such a cold start with none). A direct answer to a question that needs high
+resolution (``use_tool``) is a guess: its answer tokens are left out of the loss, so the model
+learns to read what it can see instead of a prior over answers.
 """
 
 from __future__ import annotations
@@ -44,8 +46,12 @@ def tool_call_text(prompt: PromptSpec) -> str:
     return f"<think>\nI need a closer look at the image.\n</think>\n<tool_call>\n{call}\n</tool_call>"
 
 
+ANSWER_OPEN = "<think>\nThe image shows it.\n</think>\n<answer>"
+ANSWER_CLOSE = "</answer>"
+
+
 def answer_text(answer: str) -> str:
-    return f"<think>\nThe image shows it.\n</think>\n<answer>{answer}</answer>"
+    return f"{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
 
 
 class TeacherEngine:
@@ -67,9 +73,15 @@ class TeacherEngine:
             if plan.call_tool and first_turn:
                 text = tool_call_text(self.prompt)
                 continuing.append(plan)
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
             else:
-                text = answer_text(plan.answer)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
+                # Tokenised in three pieces so the answer's tokens can be located (and masked).
+                ids = [
+                    t
+                    for piece in (ANSWER_OPEN, plan.answer, ANSWER_CLOSE)
+                    for t in self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+                ]
+                ids.append(self.end)
             results.append(GenerationResult(token_ids=ids, stopped=True))
         self.pending = continuing
         return results
@@ -90,9 +102,20 @@ def teacher_traces(
         )
         for s in samples
     ]
-    engine = TeacherEngine(builder.processor.tokenizer, builder.prompt, plans)
+    tokenizer = builder.processor.tokenizer
+    engine = TeacherEngine(tokenizer, builder.prompt, plans)
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=2, max_turns=2))
-    return driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True))
+    traces = driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True))
+    for trace in traces:
+        sample = trace.episode.sample
+        if sample.use_tool and not trace.used_high_res and trace.episode.mode != "full":
+            # The answer cannot be read from the low-resolution view: train the format of the
+            # guess, not a prior over answers (fitting one teaches the model to ignore images).
+            close = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) + 1
+            answer = len(tokenizer(sample.answer, add_special_tokens=False)["input_ids"])
+            end = len(trace.loss_mask) - close
+            trace.loss_mask[end - answer : end] = [0] * answer
+    return traces
 
 
 class SFTModule(L.LightningModule):
