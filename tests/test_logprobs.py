@@ -44,3 +44,14 @@ def test_batched_logprobs_match_fresh_forwards(builder, samples, scripted, model
     per_trajectory = trajectory_logprobs(model, trajectories, pad_id, image_id, micro_batch_size=2)
     for row, values in enumerate(per_trajectory):
         assert torch.allclose(values, batched[row, : values.numel()], atol=1e-5)
+
+
+def test_metric_only_entropy_stays_out_of_the_graph(builder, samples, scripted, model, processor):
+    driver = EpisodeDriver(scripted(lambda r: answer_turn("red")), builder, RolloutConfig(group_size=1))
+    trajectories = driver.run([builder.build(samples[0])], SamplingConfig())
+    pad_id, image_id = processor.tokenizer.pad_token_id, processor.image_token_id
+    for entropy_grad in (True, False):
+        logprobs, _, entropy = token_logprobs(model, trajectories, pad_id, image_id, with_entropy=True,
+                                             entropy_grad=entropy_grad)  # fmt: skip
+        assert logprobs.requires_grad and entropy.requires_grad is entropy_grad
+        assert torch.all(entropy >= 0)

@@ -60,9 +60,11 @@ def token_logprobs(
     image_token_id: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs of each next token and the loss mask over those targets, both (N, T-1), plus
-    the per-token entropy when ``with_entropy``.
+    the per-token entropy when ``with_entropy`` (outside the autograd graph unless
+    ``entropy_grad``: a metric-only entropy would otherwise cost a (T, V) softmax in backward).
 
     Logits are divided by the sampling temperature so the log-probs are those of the
     distribution the rollouts were drawn from.
@@ -77,7 +79,9 @@ def token_logprobs(
     logprobs = selective_log_softmax(logits, batch["input_ids"][:, 1:])
     mask = mask[:, 1:].to(logprobs.device)
     if with_entropy:
-        return logprobs, mask, entropy_from_logits(logits)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_logits(logits)
+        return logprobs, mask, entropy
     return logprobs, mask
 
 

@@ -291,6 +291,7 @@ class VisionThinkGRPO(L.LightningModule):
                 self.image_token_id,
                 self.sampling.temperature,
                 with_entropy=True,
+                entropy_grad=self.grpo.entropy_coef > 0,
             )
             length = logprobs.shape[1]
             old_lp = pad_rows([old[r] for r in chunk], length).to(logprobs) if old is not None else logprobs.detach()
