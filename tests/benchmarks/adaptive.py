@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from statistics import median
 from typing import Any
 
 from visionthink.episode.builder import EpisodeBuilder
@@ -39,26 +40,37 @@ class ScriptedDecision:
 
 
 def measure(
-    model: Any, processor: Any, prompts: dict[str, Any], resolution: Any, samples: list[Any], max_new_tokens: int = 32
+    model: Any,
+    processor: Any,
+    prompts: dict[str, Any],
+    resolution: Any,
+    samples: list[Any],
+    max_new_tokens: int = 32,
+    repeats: int = 3,
 ) -> dict[str, Any]:
+    """Each mode ``repeats`` times, interleaved (full, low, adaptive, full, ...); the median wall time."""
     from visionthink.rollout import TransformersRolloutEngine
 
     sampling = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
     rows: dict[str, Any] = {}
-    for mode in ("full", "low", "adaptive"):
-        engine: Any = TransformersRolloutEngine(model, processor.tokenizer, reuse_kv_cache=True)
-        if mode == "adaptive":
-            engine = ScriptedDecision(engine, processor.tokenizer)
-        builder = EpisodeBuilder(processor, prompts[mode], resolution)
-        driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1))
-        started = time.perf_counter()
-        trajectories = driver.run([builder.build(s, mode) for s in samples], sampling, group_size=1)
-        seconds = time.perf_counter() - started
-        rows[mode] = {
-            "seconds": seconds,
-            "visual_tokens": sum(t.visual_tokens for t in trajectories) / len(trajectories),
-            "resize_ratio": sum(t.used_high_res for t in trajectories) / len(trajectories),
-        }
+    seconds: dict[str, list[float]] = {mode: [] for mode in ("full", "low", "adaptive")}
+    for _ in range(repeats):
+        for mode in seconds:
+            engine: Any = TransformersRolloutEngine(model, processor.tokenizer, reuse_kv_cache=True)
+            if mode == "adaptive":
+                engine = ScriptedDecision(engine, processor.tokenizer)
+            builder = EpisodeBuilder(processor, prompts[mode], resolution)
+            driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1))
+            started = time.perf_counter()
+            trajectories = driver.run([builder.build(s, mode) for s in samples], sampling, group_size=1)
+            seconds[mode].append(time.perf_counter() - started)
+            rows[mode] = {
+                "visual_tokens": sum(t.visual_tokens for t in trajectories) / len(trajectories),
+                "resize_ratio": sum(t.used_high_res for t in trajectories) / len(trajectories),
+            }
+    for mode, values in seconds.items():
+        rows[mode]["seconds"] = median(values)
+        rows[mode]["runs"] = len(values)
     episodes = [EpisodeBuilder(processor, prompts["adaptive"], resolution).build(s) for s in samples]
     rows["oracle_visual_tokens"] = sum(
         e.first_view.visual_tokens + (e.high_view.visual_tokens if e.sample.use_tool else 0) for e in episodes

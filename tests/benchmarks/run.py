@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few steps, to check the harness")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
-    steps, blocks = (4, 1) if args.quick else (12, 2)
+    steps, blocks = (4, 1) if args.quick else (12, 3)
     results: dict = {"settings": {"steps_per_block": steps, "blocks": blocks, "warmup_steps": 2, "group_size": 8,
                                   "max_new_tokens": 64, "threads": torch.get_num_threads()}}  # fmt: skip
     import grpo_step
@@ -103,7 +103,9 @@ def main() -> None:
         data = dataset(workdir, 448, fine_fraction=0.3, count=16 if args.quick else 64)
         samples = [SampleDataset(data).load(i) for i in range(len(SampleDataset(data)))]
         prompts = {"adaptive": prompt("agent"), "full": prompt("general_qa"), "low": prompt("general_qa")}
-        results["adaptive"] = adaptive_measure(model, processor, prompts, RESOLUTION, samples)
+        results["adaptive"] = adaptive_measure(
+            model, processor, prompts, RESOLUTION, samples, repeats=1 if args.quick else 3
+        )
         print("memory", flush=True)
         outputs = workdir / "outputs"
         train = [
@@ -167,7 +169,7 @@ def render(results: dict, command: str) -> str:
         )
     a = results["adaptive"]
     lines += ["", f"## Adaptive inference (~10M model, 448-px synthetic set, {a['needs_high_res']:.0%} of questions need high resolution, "
-              "decision scripted from the question, greedy, 32 new tokens)", "",
+              f"decision scripted from the question, greedy, 32 new tokens; median of {a['full']['runs']} interleaved runs)", "",
               "| mode | wall s | visual tokens / sample | resize ratio |", "|---|---|---|---|"]  # fmt: skip
     for mode in ("full", "low", "adaptive"):
         lines.append(
