@@ -31,7 +31,6 @@ def main(cfg: DictConfig) -> None:
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.errors import InputError
     from visionthink.evaluation.runner import load_model
-    from visionthink.models.loading import load_processor
     from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig, TransformersRolloutEngine
 
     torch.manual_seed(cfg.seed)
@@ -40,8 +39,7 @@ def main(cfg: DictConfig) -> None:
     resolution = instantiate(cfg.resolution)
     image = load_image(str(cfg.image))
     resolution.check(image)
-    path, policy = load_model(cfg)
-    processor = load_processor(path, resolution.processor_size())
+    _, policy, processor = load_model(cfg, resolution)
     builder = EpisodeBuilder(processor, instantiate(cfg.prompt), resolution)
     driver = EpisodeDriver(
         TransformersRolloutEngine(policy, processor.tokenizer),

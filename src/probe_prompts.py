@@ -32,7 +32,6 @@ def main(cfg: DictConfig) -> None:
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.evaluation.report import write_atomic
     from visionthink.evaluation.runner import load_model
-    from visionthink.models.loading import load_processor
     from visionthink.paths import CONF_DIR
     from visionthink.rollout.driver import EpisodeDriver
     from visionthink.rollout.engine import SamplingConfig
@@ -48,8 +47,7 @@ def main(cfg: DictConfig) -> None:
     source = datamodule.val_source or datamodule.train_source
     dataset = SampleDataset(source.path, source.columns, cfg.probe.samples, validate=resolution.check)
     samples = [dataset.load(i) for i in range(len(dataset))]
-    path, policy = load_model(cfg)
-    processor = load_processor(path, resolution.processor_size())
+    path, policy, processor = load_model(cfg, resolution)
     rollout = instantiate(cfg.rollout)
     engine = build_engine(rollout, policy, processor.tokenizer, path, resolution, cfg.seed)
     judge = instantiate(cfg.judge)

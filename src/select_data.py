@@ -31,7 +31,6 @@ def main(cfg: DictConfig) -> None:
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.evaluation.report import write_atomic
     from visionthink.evaluation.runner import load_model
-    from visionthink.models.loading import load_processor
     from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
     from visionthink.rollout.factory import build_engine
     from visionthink.selection.dual_resolution import balanced, plot_differences, score_shards, summary, write_dataset
@@ -44,8 +43,7 @@ def main(cfg: DictConfig) -> None:
     datamodule.prepare_data()
     source = datamodule.train_source if cfg.split == "train" else datamodule.val_source
     dataset = SampleDataset(source.path, source.columns, source.limit)
-    path, policy = load_model(cfg)
-    processor = load_processor(path, resolution.processor_size())
+    path, policy, processor = load_model(cfg, resolution)
     rollout: RolloutConfig = instantiate(cfg.rollout)
     engine = build_engine(rollout, policy, processor.tokenizer, path, resolution, cfg.seed)
     driver = EpisodeDriver(engine, EpisodeBuilder(processor, instantiate(cfg.prompt), resolution), rollout)

@@ -12,6 +12,7 @@ import datasets
 import mlflow
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from conftest import ROOT, compose_train
@@ -65,7 +66,8 @@ def test_a_training_checkpoint_replaces_the_weights(tmp_path, synthetic_root):
     base = load_policy(ModelConfig())
     state = {f"policy.{k}": v + 0.01 if k.endswith("lm_head.weight") else v for k, v in base.state_dict().items()}
     torch.save({"state_dict": state}, tmp_path / "c.ckpt")
-    _, policy = load_model(eval_config(tmp_path, synthetic_root, f"checkpoint={tmp_path / 'c.ckpt'}"))
+    cfg = eval_config(tmp_path, synthetic_root, f"checkpoint={tmp_path / 'c.ckpt'}")
+    _, policy, _ = load_model(cfg, instantiate(cfg.resolution))
     assert torch.allclose(policy.lm_head.weight, base.lm_head.weight + 0.01)
 
 

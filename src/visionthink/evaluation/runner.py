@@ -21,10 +21,11 @@ from tqdm import tqdm
 
 from visionthink.data.readers import ColumnMapping, SampleDataset
 from visionthink.episode.builder import EpisodeBuilder
+from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.errors import InputError
 from visionthink.evaluation.report import write_atomic, write_results
 from visionthink.evaluation.scoring import METRICS, Record, accounting, benchmark_scores, label_scores
-from visionthink.models.loading import load_policy, load_processor
+from visionthink.models.loading import load_policy_and_processor
 from visionthink.reward.scoring import judge_trajectories, prediction
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import SamplingConfig
@@ -57,15 +58,15 @@ def open_benchmarks(cfg: DictConfig, resolution: Any) -> list[Benchmark]:
     return benchmarks
 
 
-def load_model(cfg: DictConfig):
+def load_model(cfg: DictConfig, resolution: ResolutionPolicy):
+    """``(path, policy, processor)``; the policy carries the weights of ``cfg.checkpoint`` when one is given."""
     model_config = instantiate(cfg.model)
     checkpoint = cfg.get("checkpoint")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(
             f"checkpoint {checkpoint} does not exist", "Pass a training checkpoint (.ckpt) or checkpoint=null"
         )
-    path = model_config.resolve_path()
-    policy = load_policy(model_config, path)
+    path, policy, processor = load_policy_and_processor(model_config, resolution.processor_size())
     if checkpoint is not None:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
         weights = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
@@ -74,7 +75,7 @@ def load_model(cfg: DictConfig):
                 f"checkpoint {checkpoint} holds no policy weights", "Pass a checkpoint written by src/train.py"
             )
         policy.load_state_dict(weights)
-    return path, policy.eval()
+    return path, policy.eval(), processor
 
 
 def evaluate_mode(
@@ -123,8 +124,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
     unknown = [m for m in cfg.eval.modes if m not in cfg.prompts]
     if unknown:
         raise InputError(f"modes {unknown} have no prompt", "Use adaptive, full and low, or add prompts.<mode>")
-    path, policy = load_model(cfg)
-    processor = load_processor(path, resolution.processor_size())
+    _, policy, processor = load_model(cfg, resolution)
     judge = instantiate(cfg.judge)
     engine = TransformersRolloutEngine(policy, processor.tokenizer)
     output = Path(cfg.paths.outputs_dir) / "eval" / cfg.run_name

@@ -1,6 +1,6 @@
 """Policy models: the Qwen2.5-VL loader and the locally built tiny Qwen2.5-VL."""
 
-from visionthink.models.loading import ModelConfig, load_policy, load_processor
+from visionthink.models.loading import ModelConfig, load_policy, load_policy_and_processor, load_processor
 from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
 from visionthink.models.tiny import TinyModelSpec, ensure_tiny_checkpoint
 
@@ -10,5 +10,6 @@ __all__ = [
     "TinyModelSpec",
     "ensure_tiny_checkpoint",
     "load_policy",
+    "load_policy_and_processor",
     "load_processor",
 ]

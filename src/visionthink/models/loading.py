@@ -86,3 +86,9 @@ def load_policy(config: ModelConfig, path: str | None = None):
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
+
+
+def load_policy_and_processor(config: ModelConfig, pixel_bounds: dict[str, int] | None = None):
+    """``(path, policy, processor)`` from one resolved path: what every entry point starts from."""
+    path = config.resolve_path()
+    return path, load_policy(config, path), load_processor(path, pixel_bounds)

@@ -30,7 +30,7 @@ from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logpr
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
 from visionthink.metrics.distributed import gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
-from visionthink.models.loading import ModelConfig, load_policy, load_processor
+from visionthink.models.loading import ModelConfig, load_policy_and_processor
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
@@ -89,9 +89,8 @@ class VisionThinkGRPO(L.LightningModule):
     def configure_model(self) -> None:
         if self.policy is not None:
             return
-        path = self.model_config.resolve_path()
-        self.processor = load_processor(path, self.resolution.processor_size())
-        self.policy = load_policy(self.model_config, path).train()
+        path, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
+        self.policy = policy.train()
         tokenizer = self.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")

@@ -26,7 +26,7 @@ from visionthink.episode.builder import EpisodeBuilder
 from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.grpo.logprobs import token_logprobs
-from visionthink.models.loading import ModelConfig, load_policy, load_processor
+from visionthink.models.loading import ModelConfig, load_policy_and_processor
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.seeding import mix_seed
@@ -143,9 +143,8 @@ class SFTModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.policy is not None:
             return
-        path = self.model_config.resolve_path()
-        self.processor = load_processor(path, self.resolution.processor_size())
-        self.policy = load_policy(self.model_config, path).train()
+        _, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
+        self.policy = policy.train()
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
         self.plain_builder = (
             EpisodeBuilder(self.processor, self.plain_prompt, self.resolution)
