@@ -80,7 +80,7 @@ def label_scores(metric: str, records: Sequence[Record]) -> dict[str, float]:
     samples carry use_tool labels: it tells a weak reader (full-res score low) from a weak decider."""
     figures = {}
     for label, name in ((True, "needs_high_res"), (False, "low_res_enough")):
-        subset = [r for r in records if r.trajectory.episode.sample.use_tool is label]
+        subset = [r for r in records if r.sample.use_tool is label]
         if subset:
             figures[f"score/{name}"] = benchmark_scores(metric, subset)["score"]
     return figures

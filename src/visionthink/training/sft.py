@@ -106,12 +106,12 @@ def teacher_traces(
     engine = TeacherEngine(tokenizer, builder.prompt, plans)
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=2, max_turns=2))
     traces = driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True))
+    close = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) + 1  # + <|im_end|>
     for trace in traces:
         sample = trace.episode.sample
         if sample.use_tool and not trace.used_high_res and trace.episode.mode != "full":
             # The answer cannot be read from the low-resolution view: train the format of the
             # guess, not a prior over answers (fitting one teaches the model to ignore images).
-            close = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) + 1
             answer = len(tokenizer(sample.answer, add_special_tokens=False)["input_ids"])
             end = len(trace.loss_mask) - close
             trace.loss_mask[end - answer : end] = [0] * answer
