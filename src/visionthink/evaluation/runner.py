@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from visionthink.models.loading import load_policy_and_processor
 from visionthink.reward.scoring import judge_trajectories, prediction
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import SamplingConfig
-from visionthink.rollout.hf_engine import TransformersRolloutEngine
+from visionthink.rollout.factory import RolloutBackend, build_backend, check_backend
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,15 @@ def load_model(cfg: DictConfig, resolution: ResolutionPolicy):
     return path, policy.eval(), processor
 
 
+def load_backend(cfg: DictConfig, rollout: RolloutConfig, resolution: ResolutionPolicy) -> tuple[Any, RolloutBackend]:
+    """The processor and the configured rollout backend, generating with ``cfg.checkpoint``'s weights when given."""
+    path, policy, processor = load_model(cfg, resolution)
+    backend = build_backend(rollout, policy, processor.tokenizer, path, resolution, cfg.seed)
+    if cfg.get("checkpoint") is not None:
+        backend.weight_sync.push(policy)
+    return processor, backend
+
+
 def evaluate_mode(
     driver: EpisodeDriver, benchmark: Benchmark, mode: str, judge, settings: DictConfig
 ) -> tuple[dict[str, float], list[dict]]:
@@ -124,9 +133,11 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
     unknown = [m for m in cfg.eval.modes if m not in cfg.prompts]
     if unknown:
         raise InputError(f"modes {unknown} have no prompt", "Use adaptive, full and low, or add prompts.<mode>")
-    _, policy, processor = load_model(cfg, resolution)
+    check_backend(cfg.rollout)
+    base_rollout: RolloutConfig = instantiate(cfg.rollout)
+    rollout = replace(base_rollout, group_size=1, max_images=cfg.eval.max_images, max_turns=cfg.eval.max_turns)
+    processor, backend = load_backend(cfg, rollout, resolution)
     judge = instantiate(cfg.judge)
-    engine = TransformersRolloutEngine(policy, processor.tokenizer)
     output = Path(cfg.paths.outputs_dir) / "eval" / cfg.run_name
     results: dict[str, dict[str, dict[str, float]]] = {}
     try:
@@ -138,8 +149,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
                     figures = json.loads(done.read_text())
                 else:
                     prompt = instantiate(cfg.prompts[mode])
-                    rollout = RolloutConfig(group_size=1, max_images=cfg.eval.max_images, max_turns=cfg.eval.max_turns)
-                    driver = EpisodeDriver(engine, EpisodeBuilder(processor, prompt, resolution), rollout)
+                    driver = EpisodeDriver(backend.engine, EpisodeBuilder(processor, prompt, resolution), rollout)
                     figures, shown = evaluate_mode(driver, benchmark, mode, judge, cfg.eval)
                     write_atomic(output / "samples" / f"{benchmark.name}__{mode}.json", json.dumps(shown, indent=2))
                     write_atomic(done, json.dumps(figures, indent=2))

@@ -92,3 +92,16 @@ def load_policy_and_processor(config: ModelConfig, pixel_bounds: dict[str, int] 
     """``(path, policy, processor)`` from one resolved path: what every entry point starts from."""
     path = config.resolve_path()
     return path, load_policy(config, path), load_processor(path, pixel_bounds)
+
+
+def save_policy_and_processor(policy, processor, directory: str | Path) -> Path:
+    """A ``save_pretrained`` folder that transformers, vLLM and ``model.name_or_path`` load."""
+    from visionthink.models.processor import write_video_processor_config
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    processor.tokenizer.save_pretrained(directory)
+    write_video_processor_config(directory, processor.image_processor)
+    return directory

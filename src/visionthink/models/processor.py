@@ -8,6 +8,9 @@ from the processor's attributes, so the class builds, saves and reloads without 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
 
@@ -20,3 +23,19 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
             chat_template=chat_template,
             **kwargs,
         )
+
+
+# What Qwen2VLVideoProcessor shares with the image processor (its class needs torchvision).
+_VIDEO_KEYS = (
+    "do_convert_rgb", "do_normalize", "do_rescale", "do_resize", "image_mean", "image_std",
+    "merge_size", "patch_size", "temporal_patch_size", "resample", "rescale_factor", "size",
+)  # fmt: skip
+
+
+def write_video_processor_config(directory: str | Path, image_processor) -> None:
+    """Write ``video_preprocessor_config.json``: vLLM and transformers' ``AutoProcessor`` build
+    the full Qwen2.5-VL processor from a folder and refuse one without a video processor."""
+    settings = image_processor.to_dict()
+    config = {"video_processor_type": "Qwen2VLVideoProcessor"}
+    config.update({key: settings[key] for key in _VIDEO_KEYS if key in settings})
+    (Path(directory) / "video_preprocessor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))

@@ -173,16 +173,19 @@ def ensure_tiny_checkpoint(spec: TinyModelSpec, name: str = "tiny", cache_dir: s
     """
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
+    from visionthink.models.loading import save_policy_and_processor
+    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor, write_video_processor_config
 
     corpus = tokenizer_corpus()
     cache_dir = Path(cache_dir) if cache_dir is not None else OUTPUTS_DIR / "tiny_models"
     target = cache_dir / f"{name}-{_spec_hash(spec, corpus)}"
-    if (target / "config.json").exists():
+    if (target / "video_preprocessor_config.json").exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").exists():
+            # Built before the folder carried a video processor config: add it.
+            write_video_processor_config(target, Qwen2VLImageProcessorPil.from_pretrained(target))
             return target
         tokenizer = _build_tokenizer(spec.vocab_size, corpus)
         processor = ImageOnlyQwen2_5_VLProcessor(
@@ -191,8 +194,7 @@ def ensure_tiny_checkpoint(spec: TinyModelSpec, name: str = "tiny", cache_dir: s
         model = _build_model(spec, tokenizer)
         staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=cache_dir))
         try:
-            model.save_pretrained(staging)
-            processor.save_pretrained(staging)
+            save_policy_and_processor(model, processor, staging)
             (staging / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2))
             os.replace(staging, target)
         finally:

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from visionthink.episode.builder import Episode, EpisodeBuilder, Segment
 from visionthink.episode.parser import Malformed, ToolCall, TurnParser
+from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, RolloutEngine, SamplingConfig
-from visionthink.rollout.hf_engine import STOP_TOKENS, VISION_TOKENS, token_ids
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory, Turn
 

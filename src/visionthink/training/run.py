@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from visionthink.rollout.vllm_engine import require_vllm
+from visionthink.rollout.factory import check_backend
 from visionthink.sweep.tracking import trial_tags
 from visionthink.training.module import VisionThinkGRPO
 
@@ -38,8 +38,7 @@ for message in (
 
 
 def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
-    if cfg.rollout.get("backend") == "vllm":
-        require_vllm()  # fail at start-up, not after the data and model are loaded
+    check_backend(cfg.rollout)
     return VisionThinkGRPO(
         model=instantiate(cfg.model),
         prompt=instantiate(cfg.prompt),

@@ -26,7 +26,7 @@ from visionthink.episode.builder import EpisodeBuilder
 from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.grpo.logprobs import token_logprobs
-from visionthink.models.loading import ModelConfig, load_policy_and_processor
+from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.seeding import mix_seed
@@ -194,6 +194,4 @@ class SFTModule(L.LightningModule):
 
     def export(self, directory: str) -> None:
         """Save the fine-tuned policy and its processor as a checkpoint folder (model.name_or_path=...)."""
-        self.policy.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
-        self.processor.tokenizer.save_pretrained(directory)
+        save_policy_and_processor(self.policy, self.processor, directory)
