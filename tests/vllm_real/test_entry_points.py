@@ -92,3 +92,20 @@ def test_data_selection_with_vllm(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / "outputs" / "select" / "sel" / "summary.json").read_text())
     assert summary["samples"] == 8
+
+
+def test_a_model_folder_vllm_cannot_load_is_named_in_one_line(tmp_path, tiny_path):
+    import shutil
+
+    folder = tmp_path / "no_video_processor"
+    shutil.copytree(tiny_path, folder)
+    (folder / "video_preprocessor_config.json").unlink()
+    command = [
+        sys.executable, str(ROOT / "src" / "train.py"), "experiment=vllm_cpu", f"model.name_or_path={folder}",
+        f"paths.outputs_dir={tmp_path / 'outputs'}", f"paths.data_dir={tmp_path / 'data'}", "trainer.max_steps=1",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=environment(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"vLLM could not load the model folder {folder}" in line and "video_preprocessor_config.json" in line
+    assert "Traceback" not in result.stderr
