@@ -197,3 +197,46 @@ def test_the_label_is_lost_at_low_resolution_but_clear_at_high(kind, values, box
     # ...while the large shapes survive: colour is still readable at low resolution.
     view = SMALL_RESOLUTION.views(render(224, "shape", "blue", "square", 1, (kind, values[0]), random.Random(0))).low
     assert max(np.asarray(view.image).reshape(-1, 3)[:, 2]) > 200
+
+
+def take(sampler, count: int) -> list[list[int]]:
+    """What a training loop does: exactly ``count`` batches from a fresh iterator, never one more."""
+    iterator = iter(sampler)
+    return [next(iterator) for _ in range(count)]
+
+
+def test_every_epoch_yields_all_its_batches_when_the_consumer_stops_at_the_last():
+    from visionthink.data.sampler import GlobalBatchSampler
+
+    sampler = GlobalBatchSampler(8, 4, seed=1)
+    epochs = [take(sampler, len(sampler)) for _ in range(4)]
+    for batches in epochs:
+        assert sorted(i for batch in batches for i in batch) == list(range(8))
+    assert len({tuple(map(tuple, batches)) for batches in epochs}) > 1  # reshuffled per epoch
+    assert sampler.state_dict() == {"epoch": 3, "position": 2}
+
+
+def test_resume_at_and_after_an_epoch_boundary_continues_with_the_next_batch():
+    from visionthink.data.sampler import GlobalBatchSampler
+
+    straight = GlobalBatchSampler(12, 4, seed=2)
+    reference = [batch for _ in range(3) for batch in take(straight, len(straight))]
+    for done in (3, 4, 5):  # at the boundary, and one batch after it
+        first = GlobalBatchSampler(12, 4, seed=2)
+        taken = take(first, 3) + (take(first, done - 3) if done > 3 else [])
+        resumed = GlobalBatchSampler(12, 4, seed=2)
+        resumed.load_state_dict(first.state_dict())
+        rest = take(resumed, 3 - done % 3) if done % 3 else []
+        following = take(resumed, len(resumed))
+        assert taken + rest + following == reference[: len(taken + rest + following)], done
+
+
+def test_a_loader_over_the_sampler_trains_every_epoch(synthetic_root):
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from visionthink.data.sampler import GlobalBatchSampler
+
+    sampler = GlobalBatchSampler(8, 4, seed=0)
+    loader = StatefulDataLoader(list(range(8)), batch_sampler=sampler)
+    for _ in range(3):
+        assert sorted(int(i) for batch in take(loader, len(loader)) for i in batch) == list(range(8))

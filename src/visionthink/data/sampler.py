@@ -41,12 +41,15 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return torch.randperm(self.dataset_size, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
+        # The epoch ends when its last batch is taken, not when the iterator is exhausted: a
+        # training loop takes exactly len(self) batches and never asks for one more.
+        if self.position >= len(self):
+            self.epoch, self.position = self.epoch + 1, 0
         order = self._order()
         while self.position < len(self):
             start = self.position * self.batch_size
             self.position += 1
             yield order[start : start + self.batch_size][self.rank :: self.world_size]
-        self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
