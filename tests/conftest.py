@@ -165,7 +165,10 @@ class NoSync:
 def sft_checkpoint(tmp_path_factory) -> Path:
     """The tiny model after a short supervised cold start: it answers in the prompt's format
     often enough for rewards (and so advantages) to vary."""
+    import functools
+
     import lightning as L
+    import torch
 
     from visionthink.data.datamodule import DataSource, VisionThinkDataModule
     from visionthink.training.sft import SFTModule
@@ -178,7 +181,7 @@ def sft_checkpoint(tmp_path_factory) -> Path:
         ModelConfig(),
         load_prompt("agent"),
         SMALL_RESOLUTION,
-        optimizer=lambda params: __import__("torch").optim.AdamW(params, lr=3e-3),
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
     )
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -56,3 +56,31 @@ def test_images_qwen_cannot_take_are_rejected_with_the_fix():
 def test_processor_floor_must_not_exceed_the_ceiling():
     with pytest.raises(ValueError, match="processor_min_pixels"):
         ResolutionPolicy(min_pixels=100, max_pixels=1000, processor_min_pixels=2000)
+
+
+def test_the_synthetic_low_view_keeps_no_trace_of_the_label():
+    """A probe on the label's pixels: with the box filter the two stripe orientations give the
+    very same low view, while LANCZOS rings along the stripes and tells them apart."""
+    import random
+
+    from PIL import ImageChops
+
+    from conftest import load_config_node
+    from visionthink.data.synthetic import render, stripes_box
+
+    def low_label(policy, orientation):
+        image = render(224, "shape", "red", "circle", 1, ("stripes", orientation), random.Random(0))
+        low = policy.low_view(policy.high_view(image)).image
+        return low.crop(tuple(side // 2 for side in stripes_box(224)))
+
+    synthetic = load_config_node("resolution", "synthetic")
+    assert synthetic.downsample_filter == "box"
+    horizontal, vertical = low_label(synthetic, "horizontal"), low_label(synthetic, "vertical")
+    assert ImageChops.difference(horizontal, vertical).getbbox() is None
+    lanczos = ResolutionPolicy(**{**vars(synthetic), "downsample_filter": "lanczos"})
+    assert ImageChops.difference(low_label(lanczos, "horizontal"), low_label(lanczos, "vertical")).getbbox()
+
+
+def test_an_unknown_filter_is_refused():
+    with pytest.raises(ValueError, match="downsample_filter"):
+        ResolutionPolicy(downsample_filter="nearest-ish")

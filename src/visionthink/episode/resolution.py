@@ -2,7 +2,9 @@
 
 The high view is the original image bounded to ``[min_pixels, max_pixels]`` (released loader:
 512*512 .. 2048*2048, LANCZOS). The low view halves each side of the high view (1/4 of the
-pixels). Visual-token counts use transformers' ``smart_resize`` with the processor's own pixel
+pixels) with ``downsample_filter``: LANCZOS as released, or a box (area) filter, which averages
+each 2x2 block exactly: LANCZOS rings along sharp edges, and those ringing traces can leak detail
+that the low view should not hold (the synthetic labels). Visual-token counts use transformers' ``smart_resize`` with the processor's own pixel
 bounds, so they equal the number of ``<|image_pad|>`` tokens the processor emits.
 """
 
@@ -19,6 +21,12 @@ from visionthink.errors import InputError
 # Qwen2.5-VL rejects images whose long side exceeds 200x the short side.
 MAX_ASPECT_RATIO = 200
 MIN_SIDE = 28
+FILTERS = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
 
 
 class ImageGeometryError(InputError):
@@ -48,6 +56,8 @@ class ResolutionPolicy:
     min_pixels: int = 512 * 512
     max_pixels: int = 2048 * 2048
     downsample_factor: int = 2
+    # PIL resampling filter of the low view: lanczos (released code) | box | bilinear | bicubic
+    downsample_filter: str = "lanczos"
     # The processor's own floor. It must not exceed the low view's pixels, or the processor
     # would upscale the low view and the 1/4 saving would vanish.
     processor_min_pixels: int = 56 * 56
@@ -63,6 +73,10 @@ class ResolutionPolicy:
             )
         if self.processor_min_pixels > self.max_pixels:
             raise ValueError("resolution.processor_min_pixels must not exceed max_pixels")
+        if self.downsample_filter not in FILTERS:
+            raise ValueError(
+                f"resolution.downsample_filter must be one of {sorted(FILTERS)}, got {self.downsample_filter!r}"
+            )
 
     @property
     def factor(self) -> int:
@@ -108,7 +122,7 @@ class ResolutionPolicy:
         width, height = high.size
         width = max(1, width // self.downsample_factor)
         height = max(1, height // self.downsample_factor)
-        image = high.image.resize((width, height), resample=Image.Resampling.LANCZOS)
+        image = high.image.resize((width, height), resample=FILTERS[self.downsample_filter])
         return View(image=image, visual_tokens=self.visual_tokens(width, height))
 
     def views(self, image: Image.Image) -> Views:

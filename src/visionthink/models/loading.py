@@ -23,6 +23,9 @@ class ModelConfig:
     name_or_path: str | None = None
     tiny: TinyModelSpec | None = field(default_factory=TinyModelSpec)
     tiny_name: str = "tiny"
+    # Start from the tiny model after the base stage (src/pretrain.py with these overrides),
+    # built once and cached; None: the randomly initialised tiny model itself.
+    tiny_base: list[str] | None = None
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
@@ -32,7 +35,12 @@ class ModelConfig:
             return str(self.name_or_path)
         if self.tiny is None:
             raise ValueError("model: set `name_or_path` (hub id or local folder) or `tiny` (a local random model).")
-        return str(ensure_tiny_checkpoint(self.tiny, name=self.tiny_name))
+        tiny = ensure_tiny_checkpoint(self.tiny, name=self.tiny_name)
+        if self.tiny_base is None:
+            return str(tiny)
+        from visionthink.models.base import ensure_tiny_base
+
+        return str(ensure_tiny_base(tiny, self.tiny_base))
 
     @property
     def torch_dtype(self) -> torch.dtype:

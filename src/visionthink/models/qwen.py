@@ -17,3 +17,8 @@ def token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
     """Ids of the tokens the tokenizer knows (a checkpoint may lack some)."""
     ids = tokenizer.convert_tokens_to_ids(list(tokens))
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
+def is_vision_parameter(name: str) -> bool:
+    """Parameters of the vision tower and its patch merger (``model.visual.*``, also under wrappers)."""
+    return ".visual." in f".{name}"

@@ -55,7 +55,7 @@ def plan(cfg: Any) -> list[Stage]:
                 f"prompt={cfg.prompt}",
                 f"trainer.max_epochs={cfg.sft.epochs}",
                 f"data.batch_size={cfg.sft.batch_size}",
-                f"optimizer.lr={cfg.sft.lr}",
+                f"optim.optimizer.lr={cfg.sft.lr}",
                 f"sft.tool_fraction={cfg.sft.tool_fraction}",
                 f"sft.plain_fraction={cfg.sft.plain_fraction}",
             ],  # fmt: skip

@@ -39,6 +39,7 @@ from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.training.collectives import all_ranks, max_across_ranks, sum_across_ranks, world_size
 from visionthink.training.config import GRPOConfig
+from visionthink.training.optim import configure_optimization, freeze_vision_tower, learning_rates
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class VisionThinkGRPO(L.LightningModule):
         optimizer: Any,
         scheduler: Any | None = None,
         seed: int = 0,
+        vision_lr_scale: float = 1.0,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -70,6 +72,7 @@ class VisionThinkGRPO(L.LightningModule):
         self.sampling, self.val_sampling = rollout.sampling, rollout.val_sampling
         self.reward_config, self.judge, self.grpo = reward, judge, grpo
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.vision_lr_scale = vision_lr_scale
         # Rollout noise is keyed by (seed, step, sample, rollout): runs reproduce on any number of ranks.
         self.seed = seed
         self.policy: Any = None
@@ -90,6 +93,7 @@ class VisionThinkGRPO(L.LightningModule):
             return
         path, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
         self.policy = policy.train()
+        freeze_vision_tower(self.policy, self.vision_lr_scale)
         tokenizer = self.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -106,13 +110,10 @@ class VisionThinkGRPO(L.LightningModule):
             self.weight_sync.push(self.policy)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer=optimizer, num_training_steps=max(1, int(self.trainer.estimated_stepping_batches))
+        steps = int(self.trainer.estimated_stepping_batches)
+        return configure_optimization(
+            self.policy, self.optimizer_factory, self.scheduler_factory, self.vision_lr_scale, steps
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch: SampleBatch, device: torch.device, dataloader_idx: int) -> SampleBatch:
         # Samples hold PIL images; the rollout engine moves the tensors it builds itself.
@@ -236,7 +237,7 @@ class VisionThinkGRPO(L.LightningModule):
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            return {"train/updated_groups": 0.0, "train/lr": float(optimizer.param_groups[0]["lr"])}
+            return {"train/updated_groups": 0.0, **self._learning_rates(optimizer)}
 
         temperature = self.sampling.temperature
         old = ref = weights = None
@@ -263,8 +264,12 @@ class VisionThinkGRPO(L.LightningModule):
         if groups:
             metrics["train/advantage_abs"] = float(advantages.abs().mean())
         metrics["train/updated_groups"] = float(len(groups))
-        metrics["train/lr"] = float(optimizer.param_groups[0]["lr"])
+        metrics.update(self._learning_rates(optimizer))
         return metrics
+
+    @staticmethod
+    def _learning_rates(optimizer) -> dict[str, float]:
+        return {f"train/{name}": value for name, value in learning_rates(optimizer).items()}
 
     def _mini_batches(self, num_groups: int) -> list[slice]:
         if num_groups == 0:

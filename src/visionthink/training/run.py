@@ -50,6 +50,7 @@ def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         seed=cfg.seed,
+        vision_lr_scale=cfg.optim.vision_lr_scale,
     )
 
 

@@ -31,6 +31,7 @@ from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
+from visionthink.training.optim import configure_optimization, freeze_vision_tower
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,13 @@ class SFTModule(L.LightningModule):
         seed: int = 0,
         plain_prompt: PromptSpec | None = None,
         plain_fraction: float = 0.0,
+        scheduler: Any | None = None,
+        vision_lr_scale: float = 1.0,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
+        self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -145,6 +149,7 @@ class SFTModule(L.LightningModule):
             return
         _, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
         self.policy = policy.train()
+        freeze_vision_tower(self.policy, self.vision_lr_scale)
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
         self.plain_builder = (
             EpisodeBuilder(self.processor, self.plain_prompt, self.resolution)
@@ -153,7 +158,10 @@ class SFTModule(L.LightningModule):
         )
 
     def configure_optimizers(self):
-        return self.optimizer_factory(params=self.policy.parameters())
+        steps = int(self.trainer.estimated_stepping_batches)
+        return configure_optimization(
+            self.policy, self.optimizer_factory, self.scheduler_factory, self.vision_lr_scale, steps
+        )
 
     def transfer_batch_to_device(self, batch: SampleBatch, device: torch.device, dataloader_idx: int) -> SampleBatch:
         return batch

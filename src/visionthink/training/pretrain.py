@@ -1,0 +1,144 @@
+"""The base stage: a tiny VLM that perceives, as real VLMs do before VisionThink training.
+
+Teacher-forced traces (``SFTModule``) of two kinds: perception traces in the tool-less prompt,
+each at full or at 1/4 resolution (so the model knows low-resolution images too), and format
+traces in the agent prompt that call the resize tool at random, independently of the question,
+as an instruction-tuned VLM can call a tool it is shown without knowing when it pays. The
+decision is left to GRPO.
+
+The report says what the base can see: accuracy per question kind with the tool-less prompt at
+full and at 1/4 resolution, and the agent prompt's resize ratio per kind (which should not
+depend on the kind yet).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from visionthink.data.sample import Sample
+from visionthink.episode.builder import EpisodeBuilder
+from visionthink.reward.scoring import judge_trajectories
+from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
+from visionthink.rollout.engine import SamplingConfig
+from visionthink.rollout.hf_engine import TransformersRolloutEngine
+
+
+def question_kind(sample: Sample) -> str:
+    """The kind of question: the part of ``data_source`` after its last '/' (synthetic: colour, stripes, ...)."""
+    return sample.data_source.rsplit("/", 1)[-1] or "all"
+
+
+def perception_report(
+    policy: Any,
+    processor: Any,
+    perception_prompt: Any,
+    agent_prompt: Any,
+    resolution: Any,
+    samples: list[Sample],
+    judge: Any,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+) -> dict[str, dict[str, float]]:
+    """``{"full": {kind: accuracy}, "low": {...}, "resize_ratio": {kind: ratio}}`` (greedy)."""
+    engine = TransformersRolloutEngine(policy.eval(), processor.tokenizer, reuse_kv_cache=True)
+    sampling = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
+    report: dict[str, dict[str, float]] = {}
+    passes = (("full", perception_prompt, "full"), ("low", perception_prompt, "low"),
+              ("resize_ratio", agent_prompt, "adaptive"))  # fmt: skip
+    for name, prompt, mode in passes:
+        driver = EpisodeDriver(engine, EpisodeBuilder(processor, prompt, resolution), RolloutConfig(group_size=1))
+        by_kind: dict[str, list[float]] = defaultdict(list)
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            trajectories = driver.run([driver.builder.build(s, mode) for s in chunk], sampling)
+            if name == "resize_ratio":
+                values = [float(t.used_high_res) for t in trajectories]
+            else:
+                values = [float(bool(v.correct)) for v in judge_trajectories(trajectories, judge, "lenient")]
+            for sample, value in zip(chunk, values, strict=True):
+                by_kind[question_kind(sample)].append(value)
+        report[name] = {kind: fmean(values) for kind, values in sorted(by_kind.items())}
+    policy.train()
+    return report
+
+
+def plot_report(report: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted(report["full"])
+    figure, axis = plt.subplots(figsize=(1.6 * len(kinds) + 2, 3.2))
+    width = 0.38
+    for offset, mode in ((-width / 2, "full"), (width / 2, "low")):
+        axis.bar(
+            [i + offset for i in range(len(kinds))], [report[mode][k] for k in kinds], width, label=f"{mode} resolution"
+        )
+    axis.set_xticks(range(len(kinds)), kinds)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("accuracy (tool-less prompt)")
+    axis.set_title("What the base model reads")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(report: dict[str, dict[str, float]], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "perception.json").write_text(json.dumps(report, indent=2))
+    plot_report(report, directory / "perception.png")
+
+
+def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
+    """Fit the base, export it to ``outputs/pretrain/<run_name>/model``, report and log what it reads."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from visionthink.data.readers import SampleDataset
+    from visionthink.training.sft import SFTModule
+
+    L.seed_everything(cfg.seed, workers=True)
+    resolution = instantiate(cfg.resolution)
+    datamodule = instantiate(cfg.data, _partial_=True)(resolution=resolution)
+    perception_prompt, agent_prompt = instantiate(cfg.perception_prompt), instantiate(cfg.prompt)
+    module = SFTModule(
+        model=instantiate(cfg.model),
+        prompt=agent_prompt,
+        resolution=resolution,
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        vision_lr_scale=cfg.optim.vision_lr_scale,
+        tool_fraction=cfg.pretrain.tool_fraction,
+        plain_prompt=perception_prompt,
+        plain_fraction=cfg.pretrain.perception_fraction,
+        seed=cfg.seed,
+    )
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule)
+    directory = Path(cfg.paths.outputs_dir) / "pretrain" / cfg.run_name
+    module.export(str(directory / "model"))
+    test = SampleDataset(Path(datamodule.train_source.path).parent / "test", limit=cfg.pretrain.report_samples)
+    samples = [test.load(i) for i in range(len(test))]
+    report = perception_report(
+        module.policy, module.processor, perception_prompt, agent_prompt, resolution, samples,
+        instantiate(cfg.judge), cfg.pretrain.max_new_tokens,
+    )  # fmt: skip
+    write_report(report, directory)
+    for logger in loggers:
+        for name, figures in report.items():
+            logger.log_metrics({f"pretrain/{name}/{kind}": value for kind, value in figures.items()})
+        for artifact in ("perception.json", "perception.png"):
+            logger.experiment.log_artifact(logger.run_id, str(directory / artifact))
+    print(json.dumps(report, indent=2))
+    print(f"base model: {directory / 'model'}")
+    return report
