@@ -61,7 +61,37 @@ def test_every_benchmark_composes_into_the_eval_config(benchmark):
     assert instantiate(spec.columns) is not None
 
 
-@pytest.mark.parametrize("entry", ["sft", "judge_audit", "infer", "sweep_report"])
-def test_every_entry_point_config_composes(entry):
-    overrides = {"infer": ["image=x.png", "question=q"], "sweep_report": ["study=s"]}.get(entry, [])
-    assert compose_train(overrides, config_name=entry) is not None
+ENTRY_OVERRIDES = {"infer": ["image=x.png", "question=q"], "sweep_report": ["study=s"]}
+
+
+@pytest.mark.parametrize("entry", sorted(p.stem for p in CONF_DIR.glob("*.yaml")))
+def test_every_entry_point_config_composes_and_keeps_its_own_values(entry):
+    """A value an entry config sets in its own file must survive composition: with `_self_`
+    before the groups, a group's default would silently replace it."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(ENTRY_OVERRIDES.get(entry, []), config_name=entry)
+    own = OmegaConf.load(CONF_DIR / f"{entry}.yaml")
+    for key in ("defaults", "hydra"):
+        own.pop(key, None)
+
+    def leaves(node, prefix=""):
+        for key, value in node.items_ex(resolve=False) if hasattr(node, "items_ex") else node.items():
+            path = f"{prefix}{key}"
+            if OmegaConf.is_dict(value) and len(value):
+                yield from leaves(value, path + ".")
+            else:
+                yield path, value
+
+    for path, value in leaves(own):
+        if value == "???":  # mandatory: given on the command line
+            continue
+        composed = OmegaConf.select(cfg, path, throw_on_resolution_failure=False)
+        expected = OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
+        if OmegaConf.is_config(composed):
+            composed = OmegaConf.to_container(composed, resolve=False)
+        if isinstance(expected, str) and "${" in expected:
+            composed = OmegaConf.to_container(cfg, resolve=False)
+            for part in path.split("."):
+                composed = composed[part]
+        assert composed == expected, f"{entry}.yaml sets {path}={expected!r}, composed to {composed!r}"

@@ -46,5 +46,7 @@ def ensure_tiny_base(tiny_folder: Path, overrides: Sequence[str] = ()) -> Path:
         ]  # fmt: skip
         result = subprocess.run(command, env=dict(os.environ, HF_HUB_OFFLINE="1"))
         if result.returncode != 0 or not done.exists():
-            raise RuntimeError(f"building the tiny base model failed (exit {result.returncode}); rerun: {' '.join(command)}")
+            raise RuntimeError(
+                f"building the tiny base model failed (exit {result.returncode}); rerun: {' '.join(command)}"
+            )
     return run_dir / "model"

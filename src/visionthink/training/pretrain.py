@@ -118,6 +118,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
         tool_fraction=cfg.pretrain.tool_fraction,
         plain_prompt=perception_prompt,
         plain_fraction=cfg.pretrain.perception_fraction,
+        train_guesses=cfg.pretrain.train_guesses,
         seed=cfg.seed,
     )
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]

@@ -92,10 +92,16 @@ class TeacherEngine:
 
 
 def teacher_traces(
-    builder: EpisodeBuilder, samples: Sequence[Sample], tool_fraction: float, seed: int, mode: str = "adaptive"
+    builder: EpisodeBuilder,
+    samples: Sequence[Sample],
+    tool_fraction: float,
+    seed: int,
+    mode: str = "adaptive",
+    train_guesses: bool = False,
 ) -> list[Trajectory]:
     """Traces in ``builder``'s prompt; with a tool-less prompt every trace answers directly from
-    the ``mode`` view (full or low)."""
+    the ``mode`` view (full or low). ``train_guesses`` keeps the answers of unreadable questions
+    in the loss (the model learns to guess at chance, as a pretrained VLM does)."""
     tool = builder.prompt.uses_tool
     plans = [
         TracePlan(
@@ -110,7 +116,7 @@ def teacher_traces(
     close = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) + 1  # + <|im_end|>
     for trace in traces:
         sample = trace.episode.sample
-        if sample.use_tool and not trace.used_high_res and trace.episode.mode != "full":
+        if not train_guesses and sample.use_tool and not trace.used_high_res and trace.episode.mode != "full":
             # The answer cannot be read from the low-resolution view: train the format of the
             # guess, not a prior over answers (fitting one teaches the model to ignore images).
             answer = len(tokenizer(sample.answer, add_special_tokens=False)["input_ids"])
@@ -134,11 +140,13 @@ class SFTModule(L.LightningModule):
         plain_fraction: float = 0.0,
         scheduler: Any | None = None,
         vision_lr_scale: float = 1.0,
+        train_guesses: bool = False,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
         self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale
+        self.train_guesses = train_guesses
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -177,7 +185,7 @@ class SFTModule(L.LightningModule):
         traces = []
         for (prompt, mode), members in sorted(groups.items()):
             builder = self.plain_builder if prompt == "plain" else self.builder
-            traces += teacher_traces(builder, members, self.tool_fraction, seed, mode)
+            traces += teacher_traces(builder, members, self.tool_fraction, seed, mode, self.train_guesses)
         return traces
 
     def _loss(self, batch: SampleBatch, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
