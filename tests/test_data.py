@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import pickle
 
 import datasets
 import numpy as np
@@ -107,8 +108,10 @@ def test_bad_samples_are_named_with_the_fix(tmp_path):
     for index, reason in enumerate(expected):
         with pytest.raises(SampleError) as error:
             dataset.load(index)
-        assert f"sample bad:{index}: " in str(error.value) and reason in str(error.value)
-        assert error.value.fix
+        assert f"sample bad:{index} (row {index + 1} of {tmp_path / 'bad'}): " in str(error.value)
+        assert reason in str(error.value) and error.value.fix
+        # Raised in a DataLoader worker, the error crosses a process boundary intact.
+        assert str(pickle.loads(pickle.dumps(error.value))) == str(error.value)
     assert dataset.load(5).answer == "a"
 
 

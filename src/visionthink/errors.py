@@ -9,3 +9,7 @@ class InputError(ValueError):
         self.problem, self.fix, self.where = problem, fix, where
         prefix = f"{where}: " if where else ""
         super().__init__(f"{prefix}{problem}. {fix}")
+
+    def __reduce__(self):
+        # Pickled when raised in a DataLoader worker; the default would call __init__(message).
+        return type(self), (self.problem, self.fix, self.where)

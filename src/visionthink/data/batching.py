@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
 from visionthink.data.sample import Sample, SampleError
 
-log = logging.getLogger(__name__)
 BadSamplePolicy = Literal["skip", "raise"]
 
 
@@ -22,7 +20,8 @@ class SampleBatch:
 
 
 class CollateSamples:
-    """Collate ``Sample | SampleError`` items; ``on_bad_sample`` decides skip (log + count) or raise."""
+    """Collate ``Sample | SampleError`` items; ``on_bad_sample`` decides skip (the training module
+    logs and counts the skipped ones, once) or raise."""
 
     def __init__(self, on_bad_sample: BadSamplePolicy = "skip"):
         if on_bad_sample not in ("skip", "raise"):
@@ -35,7 +34,6 @@ class CollateSamples:
             if isinstance(item, SampleError):
                 if self.on_bad_sample == "raise":
                     raise item
-                log.warning("skipping %s", item)
                 batch.skipped.append(item)
             else:
                 batch.samples.append(item)

@@ -144,21 +144,25 @@ class SampleDataset(Dataset):
     def load(self, index: int) -> Sample:
         row = self.table[index]
         sample_id = self.sample_id(index, row)
+        location = f"row {index + 1} of {self.path}"
         try:
             image = load_image(row[self.columns["image"]], self.base_dir)
         except ImageLoadError as error:
-            raise SampleError.wrap(sample_id, error) from None
+            raise SampleError.wrap(sample_id, error, location) from None
         question = row[self.columns["question"]]
         if not isinstance(question, str) or not question.replace("<image>", "").strip():
             raise SampleError(
-                sample_id, "the question is empty", f"Fill column {self.columns['question']!r} or drop the row"
+                sample_id,
+                "the question is empty",
+                f"Fill column {self.columns['question']!r} or drop the row",
+                location,
             )
         answers = row[self.columns["answer"]]
         answers = [answers] if not isinstance(answers, (list, tuple)) else list(answers)
         answers = tuple(str(answer).strip() for answer in answers if answer is not None and str(answer).strip())
         if not answers:
             raise SampleError(
-                sample_id, "the answer is empty", f"Fill column {self.columns['answer']!r} or drop the row"
+                sample_id, "the answer is empty", f"Fill column {self.columns['answer']!r} or drop the row", location
             )
         info = row.get(self.columns["info"]) if self.columns["info"] else None
         info = dict(info) if isinstance(info, dict) else {}
@@ -179,7 +183,7 @@ class SampleDataset(Dataset):
             try:
                 self.validate(sample.image)
             except InputError as error:
-                raise SampleError.wrap(sample_id, error) from None
+                raise SampleError.wrap(sample_id, error, location) from None
         return sample
 
     def __getitem__(self, index: int) -> Sample | SampleError:

@@ -11,15 +11,19 @@ from visionthink.errors import InputError
 
 
 class SampleError(InputError):
-    """A sample that cannot be used. The message names the sample, the problem and the fix."""
+    """A sample that cannot be used. The message names the sample (and where it is: a file's
+    1-based row), the problem and the fix."""
 
-    def __init__(self, sample_id: str, problem: str, fix: str):
-        self.sample_id = sample_id
-        super().__init__(problem, fix, where=f"sample {sample_id}")
+    def __init__(self, sample_id: str, problem: str, fix: str, location: str | None = None):
+        self.sample_id, self.location = sample_id, location
+        super().__init__(problem, fix, where=f"sample {sample_id}" + (f" ({location})" if location else ""))
+
+    def __reduce__(self):
+        return type(self), (self.sample_id, self.problem, self.fix, self.location)
 
     @classmethod
-    def wrap(cls, sample_id: str, error: InputError) -> SampleError:
-        return cls(sample_id, error.problem, error.fix)
+    def wrap(cls, sample_id: str, error: InputError, location: str | None = None) -> SampleError:
+        return cls(sample_id, error.problem, error.fix, location)
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,11 @@ def perception_report(
     max_new_tokens: int = 64,
     batch_size: int = 32,
 ) -> dict[str, dict[str, float]]:
-    """``{"full": {kind: accuracy}, "low": {...}, "resize_ratio": {kind: ratio}}`` (greedy)."""
+    """``{"full": {kind: accuracy}, "low": {...}, "resize_ratio": {kind: ratio}}``: accuracy with
+    greedy decoding; the resize ratio sampled at temperature 1, as GRPO will start from it."""
     engine = TransformersRolloutEngine(policy.eval(), processor.tokenizer, reuse_kv_cache=True)
-    sampling = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
+    greedy = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
+    sampled = SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens)
     report: dict[str, dict[str, float]] = {}
     passes = (("full", perception_prompt, "full"), ("low", perception_prompt, "low"),
               ("resize_ratio", agent_prompt, "adaptive"))  # fmt: skip
@@ -54,7 +56,8 @@ def perception_report(
         by_kind: dict[str, list[float]] = defaultdict(list)
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
-            trajectories = driver.run([driver.builder.build(s, mode) for s in chunk], sampling)
+            episodes = [driver.builder.build(s, mode) for s in chunk]
+            trajectories = driver.run(episodes, sampled if name == "resize_ratio" else greedy, seed=start)
             if name == "resize_ratio":
                 values = [float(t.used_high_res) for t in trajectories]
             else:
