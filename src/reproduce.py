@@ -23,8 +23,9 @@ from visionthink.cli import exit_on_input_error  # noqa: E402
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     from visionthink.reproduce.report import render
-    from visionthink.reproduce.stages import plan, run_stages
+    from visionthink.reproduce.stages import plan, run_stages, write_data
 
+    write_data(cfg)
     stages = run_stages(plan(cfg), Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "stages")
     print(f"report: {render(cfg, stages)}")
 

@@ -20,6 +20,12 @@ from visionthink.rollout.engine import GenerationResult  # noqa: E402
 from visionthink.rollout.factory import RolloutBackend  # noqa: E402
 
 CONF_DIR = ROOT / "conf"
+# The earlier, smaller defaults of `src/train.py`, for tests that train: the randomly initialised
+# tiny model (no base stage to build), 2 prompts x 4 rollouts, 8 steps.
+SMOKE_RUN = [
+    "model=tiny", "prompt=agent", "data.batch_size=2", "rollout.group_size=4", "trainer.max_steps=8",
+    "trainer.val_check_interval=4", "rollout.sampling.max_new_tokens=64", "rollout.val_sampling.max_new_tokens=64",
+]  # fmt: skip
 SMALL_RESOLUTION = ResolutionPolicy(min_pixels=56 * 56, max_pixels=448 * 448, processor_min_pixels=56 * 56)
 
 
@@ -116,6 +122,8 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, config_n
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    if config_name == "train":
+        overrides = SMOKE_RUN + list(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

@@ -34,12 +34,16 @@ def test_every_experiment_composes(experiment):
         instantiate(cfg[group])
 
 
-def test_default_run_is_the_cpu_tiny_synthetic_experiment():
-    cfg = compose_train([])
-    assert cfg.model.name_or_path is None and cfg.model.tiny is not None
+def test_default_run_is_the_miniature_from_the_tiny_base_model():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train")  # without the tests' smaller settings
+    assert cfg.model.name_or_path is None and cfg.model.tiny is not None and cfg.model.tiny_base == []
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.data.train.path.endswith("data/synthetic/train")
-    assert cfg.prompt.name == "agent"
+    assert cfg.prompt.name == "agent_compact"
+    assert cfg.data.batch_size == 8 and cfg.rollout.group_size == 8
     assert cfg.judge._target_.endswith("RuleJudge")
     assert cfg.reward.penalty_theta == 0.2
 

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 import torch
 
-from conftest import CONF_DIR, ROOT, SMALL_RESOLUTION, compose_train
+from conftest import CONF_DIR, ROOT, SMALL_RESOLUTION, SMOKE_RUN, compose_train
 from visionthink.data.sampler import GlobalBatchSampler
 from visionthink.metrics.distributed import combine
 from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig, TransformersRolloutEngine
@@ -82,7 +82,7 @@ def training_metrics(workdir, run_name):
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path, sft_checkpoint):
     common = [
-        f"paths.outputs_dir={tmp_path / 'outputs'}", f"paths.data_dir={tmp_path / 'data'}",
+        *SMOKE_RUN, f"paths.outputs_dir={tmp_path / 'outputs'}", f"paths.data_dir={tmp_path / 'data'}",
         "data.synthetic.splits={train: 32, val: 4, test: 4}", "data.batch_size=4", "trainer.max_steps=1",
         "trainer.val_check_interval=100", "data.val=null", f"model.name_or_path={sft_checkpoint}",
         "rollout.sampling.max_new_tokens=48", "optimized_metrics=[train/reward]",

@@ -14,9 +14,11 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 FAST = [
-    "data.train=48", "data.val=4", "data.test=8", "sft.epochs=1", "sft.batch_size=8", "grpo.steps=2",
-    "grpo.batch_size=2", "grpo.group_size=2", "grpo.max_new_tokens=16", "grpo.val_every=2", "eval.max_new_tokens=16",
-    "theta_sweep.thetas=[0.3]", "theta_sweep.steps=1",
+    "seeds=[0]", "data.train=48", "data.val=4", "data.test=8", "grpo.steps=2", "grpo.batch_size=2", "grpo.group_size=2",
+    "grpo.max_new_tokens=16", "grpo.val_every=2", "eval.max_new_tokens=16", "theta_sweep.thetas=[0.3]",
+    "theta_sweep.steps=1",
+    'base.overrides=["trainer.max_steps=2","data.batch_size=4","pretrain.report_samples=4","pretrain.max_new_tokens=8",'
+    '"data.synthetic.splits={train: 16, val: 4, test: 8}"]',
 ]  # fmt: skip
 
 
@@ -33,13 +35,14 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     text = report.read_text()
-    for heading in ("## Setup", "## Resize-call ratio during training", "## Accuracy and visual tokens per mode",
-                    "## Theta sweep", "## What reproduced"):  # fmt: skip
+    for heading in ("## What reproduced", "## Setup", "## The base model", "## Resize-call ratio during training",
+                    "## Accuracy and visual tokens", "## Theta sweep"):  # fmt: skip
         assert heading in text, heading
     for variant in ("paper", "no_penalty", "flat_penalty"):
-        assert f"| {variant} |" in text
-    assert (report.parent / "figures" / "reproduction_resize_ratio.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Reproduced" in text or "Not reproduced" in text
+        assert f"| {variant} (seed 0) |" in text
+    for figure in ("resize_ratio", "base", "theta"):
+        assert (report.parent / "figures" / f"reproduction_{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    assert text.count("Reproduced") + text.count("Not reproduced") == 6
 
     outputs = sorted(p for p in (tmp_path / "outputs").rglob("*") if p.is_file() and "reproduce" not in p.parts)
     written = {p: p.stat().st_mtime_ns for p in outputs if p.suffix in (".json", ".ckpt", ".safetensors")}

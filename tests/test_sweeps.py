@@ -15,13 +15,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import ROOT, compose_train
+from conftest import ROOT, SMOKE_RUN, compose_train
 
 sys.path.insert(0, str(ROOT / "src"))
 from hydra_plugins.visionthink_optuna.sweeper import INTERRUPTED, distribution  # noqa: E402
 
 TINY = [
-    "trainer.max_steps=1", "data.val.limit=2", "rollout.sampling.max_new_tokens=8",
+    *SMOKE_RUN, "trainer.max_steps=1", "data.val.limit=2", "rollout.sampling.max_new_tokens=8",
     "rollout.val_sampling.max_new_tokens=8", "data.synthetic.splits={train: 16, val: 4, test: 4}",
 ]  # fmt: skip
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import mlflow
 
-from conftest import ROOT
+from conftest import ROOT, SMOKE_RUN
 
 
 def train_command(workdir: Path, run_name: str, *overrides: str) -> list[str]:
     return [
         sys.executable, str(ROOT / "src" / "train.py"),
         f"run_name={run_name}",
+        *SMOKE_RUN,
         f"paths.data_dir={workdir / 'data'}",
         f"paths.outputs_dir={workdir / 'outputs'}",
         "data.synthetic.splits={train: 32, val: 8, test: 8}",

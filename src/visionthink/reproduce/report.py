@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import torch
 
 from visionthink.evaluation.report import write_atomic
 from visionthink.paths import PROJECT_ROOT
+from visionthink.reproduce.claims import check_claims
+from visionthink.reproduce.stages import run_name
 
 MODES = ("adaptive", "full", "low")
 
@@ -29,8 +32,8 @@ def _histories(
     result: dict[str, dict[str, list[tuple[int, float]]]] = {}
     if experiment is None:
         return result
-    for label, run_name in run_names.items():
-        runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
+    for label, name in run_names.items():
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
         if runs:
             run_id = runs[0].info.run_id
             result[label] = {
@@ -64,21 +67,21 @@ def _plot_resize(histories: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def _plot_theta(points: list[tuple[float, float, float]], path: Path) -> None:
+def _plot_theta(sweeps: dict[int, list[tuple[float, float]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(5.2, 3.6))
-    thetas = [p[0] for p in points]
-    axis.plot(thetas, [p[1] for p in points], "o-", color="C0", label="val accuracy")
+    for index, (seed, points) in enumerate(sweeps.items()):
+        points = sorted(points)
+        axis.plot([p[0] for p in points], [p[1] for p in points], "o-", color=f"C{index}", label=f"seed {seed}")
     axis.set_xlabel("theta")
-    axis.set_ylabel("validation accuracy", color="C0")
-    twin = axis.twinx()
-    twin.plot(thetas, [p[2] for p in points], "s--", color="C3", label="visual tokens")
-    twin.set_ylabel("visual tokens per sample", color="C3")
+    axis.set_ylabel("final validation resize ratio")
+    axis.set_ylim(-0.05, 1.05)
     axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -104,157 +107,140 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def measurements(cfg: Any) -> tuple[dict[int, dict[str, Any]], dict[str, Any] | None]:
+    """Per seed, what the claims are checked on; and the base model's evaluation."""
+    outputs = Path(cfg.paths.outputs_dir)
+    base = _load(outputs / "eval" / run_name(cfg, "eval-base") / "results.json")
+    base_modes = base["synthetic"] if base else None
+    measured: dict[int, dict[str, Any]] = {}
+    for seed in cfg.seeds:
+        m: dict[str, Any] = {"base_full": base_modes["full"] if base_modes else None}
+        for variant in cfg.variants:
+            results = _load(outputs / "eval" / run_name(cfg, f"eval-{variant}", seed) / "results.json")
+            m[variant] = results["synthetic"]["adaptive"] if results else None
+        m["theta"] = []
+        for theta in cfg.theta_sweep.thetas:
+            final = _load(outputs / "runs" / run_name(cfg, f"theta-{theta}", seed) / "final_metrics.json")
+            if final and "val/resize_ratio" in final:
+                m["theta"].append((float(theta), final["val/resize_ratio"]))
+        measured[seed] = m
+    return measured, base_modes
+
+
 def render(cfg: Any, stages: list[dict[str, Any]]) -> Path:
     outputs = Path(cfg.paths.outputs_dir)
     report = Path(cfg.report)
     figures = report.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    name = cfg.name
     variants = list(cfg.variants)
-    evals = {label: _load(outputs / "eval" / f"{name}-eval-{label}" / "results.json") for label in ["sft", *variants]}
-    evals = {k: v["synthetic"] for k, v in evals.items() if v}
     tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{outputs / 'mlflow.db'}")
     keys = ["train/resize_ratio", "train/resize_ratio/needs_high_res", "train/resize_ratio/low_res_enough",
             "train/accuracy", "train/reward"]  # fmt: skip
-    histories = _histories(tracking, {v: f"{name}-grpo-{v}" for v in variants}, keys)
+    histories = _histories(
+        tracking, {f"{v} (seed {s})": run_name(cfg, f"grpo-{v}", s) for s in cfg.seeds for v in variants}, keys
+    )
     _plot_resize(histories, figures / "reproduction_resize_ratio.png")
-    theta = []
-    for value in cfg.theta_sweep.thetas:
-        metrics = _load(outputs / "runs" / f"{name}-theta-{value}" / "final_metrics.json")
-        if metrics and "val/accuracy" in metrics:
-            theta.append(
-                (
-                    float(value),
-                    metrics["val/accuracy"],
-                    metrics["val/visual_tokens"],
-                    metrics.get("val/resize_ratio", 0.0),
-                )
-            )
-    if theta:
-        _plot_theta([t[:3] for t in theta], figures / "reproduction_theta.png")
+    measured, base = measurements(cfg)
+    sweeps = {seed: m["theta"] for seed, m in measured.items() if m["theta"]}
+    if sweeps:
+        _plot_theta(sweeps, figures / "reproduction_theta.png")
+    perception = _load(outputs / "pretrain" / run_name(cfg, "base") / "perception.json")
+    if (outputs / "pretrain" / run_name(cfg, "base") / "perception.png").exists():
+        shutil.copyfile(
+            outputs / "pretrain" / run_name(cfg, "base") / "perception.png", figures / "reproduction_base.png"
+        )
+    claims = check_claims(cfg.claims, measured)
 
     lines = [
         "# VisionThink in miniature: reproduction report",
         "",
         "Written by `make reproduce` (`src/reproduce.py`) from the run's own outputs; rerun it to regenerate.",
         "",
+        "## What reproduced",
+        "",
+        f"Seeds {list(cfg.seeds)}; a claim is reproduced when it holds for every seed. Thresholds were fixed in "
+        "`conf/reproduce.yaml` before the run.",
+        "",
+        "| claim | threshold | " + " | ".join(f"seed {s}" for s in cfg.seeds) + " | verdict |",
+        "|---|---|" + "---|" * len(cfg.seeds) + "---|",
+    ]
+    for claim in claims:
+        cells = [f"{claim.evidence.get(s, '-')} ({'holds' if claim.holds.get(s) else 'fails'})" for s in cfg.seeds]
+        verdict = "Reproduced" if claim.reproduced else "Not reproduced"
+        lines.append(
+            f"| ({claim.key}) {claim.statement} | {claim.threshold} | " + " | ".join(cells) + f" | {verdict} |"
+        )
+    lines += [
+        "",
         "## Setup",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        f"- model: `{cfg.model}` (random init), prompt `{cfg.prompt}`, synthetic data {cfg.data.train}/{cfg.data.val}/{cfg.data.test} (train/val/test)",
-        f"- SFT: {cfg.sft.epochs} epochs, tool traces {cfg.sft.tool_fraction:.0%} of every question type (the decision is not taught), "
-        f"{cfg.sft.plain_fraction:.0%} of traces in the tool-less prompt",
-        f"- GRPO: {cfg.grpo.steps} steps of {cfg.grpo.batch_size} prompts x {cfg.grpo.group_size} rollouts, lr {cfg.grpo.lr}; "
-        f"variants: " + ", ".join(f"`{v}` ({' '.join(cfg.variants[v])})" for v in variants),
-        f"- theta sweep: {list(cfg.theta_sweep.thetas)}, {cfg.theta_sweep.steps} steps each",
+        f"- model: `{cfg.model}` (random init), then the base stage (`src/pretrain.py {' '.join(cfg.base.overrides)}`): "
+        "it learns to answer every question kind at full and 1/4 resolution with the tool-less prompt, and the agent "
+        f"prompt `{cfg.prompt}`'s format with the tool called at random, whatever the question (the decision is not taught)",
+        f"- data: synthetic, {cfg.data.train}/{cfg.data.val}/{cfg.data.test} (train/val/test), {cfg.data.fine_fraction:.0%} label "
+        f"questions ({', '.join(cfg.data.fine_kinds)}: unreadable at 1/4 resolution), the rest {', '.join(cfg.data.coarse_kinds)}",
+        f"- GRPO: {cfg.grpo.steps} steps of {cfg.grpo.batch_size} prompts x {cfg.grpo.group_size} rollouts, lr {cfg.grpo.lr} "
+        f"({' '.join(cfg.grpo.overrides)}); variants: " + ", ".join(f"`{v}` ({' '.join(cfg.variants[v])})" for v in variants),
+        f"- theta sweep: {list(cfg.theta_sweep.thetas)}, {cfg.theta_sweep.steps} steps each, paper penalty",
         "",
         "| stage | seconds | command |",
         "|---|---|---|",
-    ]
+    ]  # fmt: skip
     lines += [f"| {s['name']} | {s['seconds']:.0f} | `{_relative(s['command'])}` |" if s.get("seconds") is not None
               else f"| {s['name']} | (earlier run) | {s['command']} |" for s in stages]  # fmt: skip
+    total = sum(s["seconds"] for s in stages if s.get("seconds") is not None)
+    lines += ["", f"Stages run by this invocation: {total / 60:.1f} minutes in all."]
+    if perception:
+        lines += ["", "## The base model", "", "![base](figures/reproduction_base.png)", "",
+                  "| question kind | full resolution | 1/4 resolution | resize ratio (agent prompt, sampled) |", "|---|---|---|---|"]  # fmt: skip
+        for kind in perception["full"]:
+            lines.append(f"| {kind} | {_pct(perception['full'][kind])} | {_pct(perception['low'][kind])} | "
+                         f"{_pct(perception['resize_ratio'].get(kind))} |")  # fmt: skip
     lines += ["", "## Resize-call ratio during training (paper Fig. 3 / 8 analogue)", "",
-              "![resize ratio](figures/reproduction_resize_ratio.png)", ""]  # fmt: skip
-    lines += [
-        "Final values are means over the last fifth of the training steps.",
-        "",
-        "| variant | final resize ratio, fine questions | final, coarse questions | final train accuracy |",
-        "|---|---|---|---|",
-    ]
-    for variant, series in histories.items():
+              "![resize ratio](figures/reproduction_resize_ratio.png)", "",
+              "Final values are means over the last fifth of the training steps.", "",
+              "| run | final resize ratio, label questions | final, coarse questions | final train accuracy |",
+              "|---|---|---|---|"]  # fmt: skip
+    for label, series in histories.items():
         last = {k: _final(series.get(k)) for k in keys}
-        lines.append(
-            f"| {variant} | {_pct(last['train/resize_ratio/needs_high_res'])} | {_pct(last['train/resize_ratio/low_res_enough'])} | {_pct(last['train/accuracy'])} |"
-        )
-    lines += ["", "## Accuracy and visual tokens per mode (paper Table 2 analogue, synthetic test set, greedy)", "",
-              "`% of full` compares with the cold-start (SFT) model at full resolution, the baseline every variant starts "
-              "from (paper Table 2 compares with Qwen2.5-VL at full resolution). GRPO trains only the tool prompt, so a "
-              "trained policy's own `full` and `low` rows (tool-less prompt) show what it kept of that prompt.", "",
-              "| policy | mode | accuracy | accuracy fine / coarse | % of full | visual tokens | % of full tokens | resize ratio (fine / coarse) | oracle tokens | gap to oracle |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for label, modes in evals.items():
-        full = evals.get("sft", {}).get("full", {})
-        for mode in MODES:
-            f = modes.get(mode)
-            if not f:
-                continue
-            share = f"{100 * f['score'] / full['score']:.0f}%" if full.get("score") else "-"
-            # The oracle is a decision policy: it only compares with the adaptive mode.
-            oracle = (f"{f['oracle_visual_tokens']:.1f} | {_pct(f.get('oracle_gap'))}"
-                      if mode == "adaptive" and "oracle_visual_tokens" in f else "- | -")  # fmt: skip
-            lines.append(
-                f"| {label} | {mode} | {f['score']:.1f} | {_score(f.get('score/needs_high_res'))} / {_score(f.get('score/low_res_enough'))} | {share} | {f['visual_tokens']:.1f} | {_pct(f['visual_token_ratio'])} | "
-                f"{_pct(f.get('resize_ratio/needs_high_res'))} / {_pct(f.get('resize_ratio/low_res_enough'))} | "
-                f"{oracle} |"
-            )
-    if theta:
-        lines += ["", "## Theta sweep", "", "![theta](figures/reproduction_theta.png)", "",
-                  "| theta | val accuracy | val visual tokens | val resize ratio |", "|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {t} | {a:.3f} | {v:.1f} | {_pct(r)} |" for t, a, v, r in theta]
-    samples = (
-        _load(outputs / "eval" / f"{name}-eval-{variants[0]}" / "samples" / "synthetic__adaptive.json")
-        if variants
-        else None
-    )
+        lines.append(f"| {label} | {_pct(last['train/resize_ratio/needs_high_res'])} | "
+                     f"{_pct(last['train/resize_ratio/low_res_enough'])} | {_pct(last['train/accuracy'])} |")  # fmt: skip
+    lines += ["", "## Accuracy and visual tokens (paper Table 2 analogue, synthetic test set, greedy, adaptive mode)", "",
+              "`% of full` compares with the base model at full resolution (paper Table 2 compares with Qwen2.5-VL at full resolution).", "",
+              "| policy | accuracy | label / coarse accuracy | % of full | visual tokens | % of full tokens | resize ratio label / coarse | precision / recall |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [(f"base, {mode}", base.get(mode)) for mode in MODES] if base else []
+    rows += [(f"{variant} (seed {seed})", m[variant]) for seed, m in measured.items() for variant in variants]
+    full = base.get("full") if base else None
+    for label, f in rows:
+        if not f:
+            continue
+        share = f"{100 * f['score'] / full['score']:.0f}%" if full and full["score"] else "-"
+        tokens = f"{100 * f['visual_tokens'] / full['visual_tokens']:.0f}%" if full else "-"
+        decision = f"{f['decision_precision']:.2f} / {f['decision_recall']:.2f}" if "decision_precision" in f else "-"
+        lines.append(f"| {label} | {f['score']:.1f} | {_score(f.get('score/needs_high_res'))} / {_score(f.get('score/low_res_enough'))} | "
+                     f"{share} | {f['visual_tokens']:.1f} | {tokens} | {_pct(f.get('resize_ratio/needs_high_res'))} / "
+                     f"{_pct(f.get('resize_ratio/low_res_enough'))} | {decision} |")  # fmt: skip
+    if sweeps:
+        lines += ["", "## Theta sweep (final validation resize ratio)", "", "![theta](figures/reproduction_theta.png)", "",
+                  "| seed | " + " | ".join(f"theta {t}" for t in cfg.theta_sweep.thetas) + " |",
+                  "|---|" + "---|" * len(cfg.theta_sweep.thetas)]  # fmt: skip
+        for seed, sweep in sweeps.items():
+            lines.append(f"| {seed} | " + " | ".join(_pct(ratio) for _, ratio in sorted(sweep)) + " |")
+    first = run_name(cfg, f"eval-{variants[0]}", cfg.seeds[0]) if variants else None
+    samples = _load(outputs / "eval" / first / "samples" / "synthetic__adaptive.json") if first else None
     if samples:
-        lines += ["", f"## Sample trajectories ({variants[0]}, adaptive mode)", ""]
+        lines += ["", f"## Sample trajectories ({variants[0]}, seed {cfg.seeds[0]}, adaptive mode)", ""]
         for sample in samples[:4]:
             lines += [
                 f"- **{sample['question']}** (answer `{sample['answer']}`, needs high resolution: {sample['needs_high_res']}; "
                 f"used it: {sample['used_high_res']}, {sample['visual_tokens']} visual tokens, correct: {sample['correct']})",
                 "",
-            ]
-            lines += [
                 "  ```",
                 *[f"  turn {i + 1}: {t}".replace("\n", "\\n") for i, t in enumerate(sample["turns"])],
                 "  ```",
                 "",
             ]
-    lines += ["", "## What reproduced", ""] + verdicts(histories, evals, theta)
     write_atomic(report, "\n".join(lines) + "\n")
     return report
-
-
-def verdicts(histories: dict, evals: dict, theta: list[tuple[float, float, float, float]]) -> list[str]:
-    """The paper's claims checked against this run, each with the numbers and the threshold used."""
-
-    def final(variant: str, key: str) -> float | None:
-        return _final(histories.get(variant, {}).get(key))
-
-    checks = []
-    reader = evals.get("sft", {}).get("full", {}).get("score/needs_high_res")
-    if reader is not None:
-        ok = reader >= 80
-        checks.append(f"- {'Met' if ok else 'Not met'} (precondition): the cold-start model answers fine questions from the "
-                      f"full-resolution image with {reader:.1f}% accuracy (threshold: 80%). Below it, asking for the image "
-                      "buys little over a guess, and no penalty setting can make the decision pay.")  # fmt: skip
-    fine, coarse = (
-        final("paper", "train/resize_ratio/needs_high_res"),
-        final("paper", "train/resize_ratio/low_res_enough"),
-    )
-    if fine is not None and coarse is not None:
-        ok = fine - coarse >= 0.3
-        checks.append(f"- {'Reproduced' if ok else 'Not reproduced'}: with the paper's penalty the policy upscales on fine "
-                      f"questions ({_pct(fine)}) far more than on coarse ones ({_pct(coarse)}) (threshold: a gap of 30 points).")  # fmt: skip
-    adaptive, full = evals.get("paper", {}).get("adaptive"), evals.get("sft", {}).get("full")
-    if adaptive and full and full["score"]:
-        ok = adaptive["score"] >= 0.9 * full["score"] and adaptive["visual_token_ratio"] <= 0.75
-        checks.append(f"- {'Reproduced' if ok else 'Not reproduced'}: adaptive accuracy {adaptive['score']:.1f} vs the cold-start model's full-resolution "
-                      f"{full['score']:.1f} ({100 * adaptive['score'] / full['score']:.0f}%) at {_pct(adaptive['visual_token_ratio'])} "
-                      f"of full's visual tokens (threshold: >= 90% of full accuracy at <= 75% of its tokens).")  # fmt: skip
-    none_ratio, flat_ratio = final("no_penalty", "train/resize_ratio"), final("flat_penalty", "train/resize_ratio")
-    paper_ratio = final("paper", "train/resize_ratio")
-    if none_ratio is not None and paper_ratio is not None:
-        ok = none_ratio > paper_ratio
-        checks.append(f"- {'Reproduced' if ok else 'Not reproduced'}: without a penalty the policy upscales more "
-                      f"({_pct(none_ratio)}) than with the paper's ({_pct(paper_ratio)}).")  # fmt: skip
-    if flat_ratio is not None and paper_ratio is not None:
-        ok = flat_ratio < paper_ratio
-        checks.append(f"- {'Reproduced' if ok else 'Not reproduced'}: with a flat penalty on every upscale it upscales less "
-                      f"({_pct(flat_ratio)}) than with the paper's ({_pct(paper_ratio)}).")  # fmt: skip
-    if len(theta) >= 2:
-        (low_theta, *_, low_ratio), (high_theta, *_, high_ratio) = min(theta), max(theta)
-        ok = high_ratio > low_ratio
-        checks.append(f"- {'Reproduced' if ok else 'Not reproduced'}: a higher theta penalises direct answers more often, so "
-                      f"the policy upscales more at theta {high_theta} ({_pct(high_ratio)}) than at {low_theta} ({_pct(low_ratio)}).")  # fmt: skip
-    return checks or ["- Nothing to check yet: the GRPO stages have no metrics."]

@@ -29,95 +29,118 @@ class Stage:
     output: Path
 
 
+def data_dir(cfg: Any) -> Path:
+    return Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "data"
+
+
+def write_data(cfg: Any) -> None:
+    """The VisionThink splits every stage reads (the base stage writes its own, other images)."""
+    from visionthink.data.synthetic import SyntheticConfig, write_synthetic
+
+    splits = {"train": cfg.data.train, "val": cfg.data.val, "test": cfg.data.test}
+    write_synthetic(data_dir(cfg) / "synthetic", SyntheticConfig(
+        fine_fraction=cfg.data.fine_fraction, fine_kinds=tuple(cfg.data.fine_kinds),
+        coarse_kinds=tuple(cfg.data.coarse_kinds), splits=splits))  # fmt: skip
+
+
+def run_name(cfg: Any, stage: str, seed: int | None = None) -> str:
+    """Every run's name, shared with the report: <name>-base, <name>-s<seed>-grpo-paper, ..."""
+    return f"{cfg.name}-{stage}" if seed is None else f"{cfg.name}-s{seed}-{stage}"
+
+
+def base_model(cfg: Any) -> Path:
+    return Path(cfg.paths.outputs_dir) / "pretrain" / run_name(cfg, "base") / "model"
+
+
 def plan(cfg: Any) -> list[Stage]:
+    """The shared base stage and its evaluation, then for every seed the GRPO variants, their
+    evaluations and the theta sweep."""
     outputs = Path(cfg.paths.outputs_dir)
-    name = cfg.name
     shared = [
         f"paths.outputs_dir={outputs}",
-        f"paths.data_dir={outputs / 'reproduce' / name / 'data'}",
+        f"paths.data_dir={data_dir(cfg)}",
         f"model={cfg.model}",
-        f"seed={cfg.seed}",
     ]
     data = [
         f"data.synthetic.splits={{train: {cfg.data.train}, val: {cfg.data.val}, test: {cfg.data.test}}}",
+        f"data.synthetic.fine_fraction={cfg.data.fine_fraction}",
         f"data.synthetic.coarse_kinds=[{','.join(cfg.data.coarse_kinds)}]",
         f"data.synthetic.fine_kinds=[{','.join(cfg.data.fine_kinds)}]",
     ]
-    sft_model = outputs / "sft" / f"{name}-sft" / "model"
+    base = base_model(cfg)
     stages = [
         Stage(
-            "sft",
-            "sft.py",
+            "base",
+            "pretrain.py",
             shared
-            + data
             + [
-                f"run_name={name}-sft",
+                f"run_name={run_name(cfg, 'base')}",
                 f"prompt={cfg.prompt}",
-                f"trainer.max_epochs={cfg.sft.epochs}",
-                f"data.batch_size={cfg.sft.batch_size}",
-                f"optim.optimizer.lr={cfg.sft.lr}",
-                f"sft.tool_fraction={cfg.sft.tool_fraction}",
-                f"sft.plain_fraction={cfg.sft.plain_fraction}",
-            ],  # fmt: skip
-            sft_model / "config.json",
-        )
+                "seed=0",
+                f"data.synthetic.coarse_kinds=[{','.join(cfg.data.coarse_kinds)}]",
+                f"data.synthetic.fine_kinds=[{','.join(cfg.data.fine_kinds)}]",
+                *cfg.base.overrides,
+            ],
+            base.parent / "perception.json",
+        ),  # fmt: skip
     ]
-    grpo = shared + data + [
-        f"model.name_or_path={sft_model}", f"prompt={cfg.prompt}", f"data.batch_size={cfg.grpo.batch_size}",
-        f"rollout.group_size={cfg.grpo.group_size}", f"optim.optimizer.lr={cfg.grpo.lr}",
-        f"rollout.sampling.max_new_tokens={cfg.grpo.max_new_tokens}",
-        f"rollout.val_sampling.max_new_tokens={cfg.grpo.max_new_tokens}",
-        f"trainer.val_check_interval={cfg.grpo.val_every}", "callbacks.model_checkpoint.every_n_train_steps=5",
-        *cfg.grpo.overrides,
-    ]  # fmt: skip
     evaluation = shared + [
-        f"model.name_or_path={sft_model}", f"prompt@prompts.adaptive={cfg.prompt}",
-        f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
+        f"model.name_or_path={base}", f"prompt@prompts.adaptive={cfg.prompt}", f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
     ]  # fmt: skip
-    stages.append(
-        Stage(
-            "eval-sft",
-            "evaluate.py",
-            evaluation + [f"run_name={name}-eval-sft"],
-            outputs / "eval" / f"{name}-eval-sft" / "results.json",
-        )
-    )
-    for variant, overrides in cfg.variants.items():
-        run = f"{name}-grpo-{variant}"
-        stages.append(
-            Stage(
-                f"grpo-{variant}",
-                "train.py",
-                grpo + [f"run_name={run}", f"trainer.max_steps={cfg.grpo.steps}", *overrides],
-                outputs / "runs" / run / "final_metrics.json",
-            )  # fmt: skip
-        )
-        checkpoint = outputs / "runs" / run / "checkpoints" / "last.ckpt"
-        stages.append(
-            Stage(
-                f"eval-{variant}",
-                "evaluate.py",
-                evaluation + [f"run_name={name}-eval-{variant}", f"checkpoint={checkpoint}"],
-                outputs / "eval" / f"{name}-eval-{variant}" / "results.json",
-            )  # fmt: skip
-        )
-    for theta in cfg.theta_sweep.thetas:
-        run = f"{name}-theta-{theta}"
-        stages.append(
-            Stage(
-                f"theta-{theta}",
-                "train.py",
-                grpo
-                + [
-                    f"run_name={run}",
-                    f"trainer.max_steps={cfg.theta_sweep.steps}",
-                    "reward.penalty_mode=paper",
-                    f"reward.penalty_theta={theta}",
-                ],
-                outputs / "runs" / run / "final_metrics.json",
-            )  # fmt: skip
-        )
+    stages.append(evaluate_stage(cfg, "eval-base", evaluation, outputs))
+    for seed in cfg.seeds:
+        grpo = shared + data + [
+            f"seed={seed}", f"model.name_or_path={base}", f"prompt={cfg.prompt}", f"data.batch_size={cfg.grpo.batch_size}",
+            f"rollout.group_size={cfg.grpo.group_size}", f"optim.optimizer.lr={cfg.grpo.lr}",
+            f"rollout.sampling.max_new_tokens={cfg.grpo.max_new_tokens}",
+            f"rollout.val_sampling.max_new_tokens={cfg.grpo.max_new_tokens}",
+            f"trainer.val_check_interval={cfg.grpo.val_every}", "callbacks.model_checkpoint.every_n_train_steps=5",
+            *cfg.grpo.overrides,
+        ]  # fmt: skip
+        for variant, overrides in cfg.variants.items():
+            run = run_name(cfg, f"grpo-{variant}", seed)
+            stages.append(
+                Stage(
+                    f"s{seed}-grpo-{variant}",
+                    "train.py",
+                    grpo + [f"run_name={run}", f"trainer.max_steps={cfg.grpo.steps}", *overrides],
+                    outputs / "runs" / run / "final_metrics.json",
+                )  # fmt: skip
+            )
+            checkpoint = outputs / "runs" / run / "checkpoints" / "last.ckpt"
+            stages.append(
+                evaluate_stage(
+                    cfg,
+                    run_name(cfg, f"eval-{variant}", seed),
+                    evaluation + [f"seed={seed}", f"checkpoint={checkpoint}"],
+                    outputs,
+                )
+            )
+        for theta in cfg.theta_sweep.thetas:
+            run = run_name(cfg, f"theta-{theta}", seed)
+            stages.append(
+                Stage(
+                    f"s{seed}-theta-{theta}",
+                    "train.py",
+                    grpo
+                    + [
+                        f"run_name={run}",
+                        f"trainer.max_steps={cfg.theta_sweep.steps}",
+                        "reward.penalty_mode=paper",
+                        f"reward.penalty_theta={theta}",
+                    ],
+                    outputs / "runs" / run / "final_metrics.json",
+                )  # fmt: skip
+            )
     return stages
+
+
+def evaluate_stage(cfg: Any, name: str, overrides: list[str], outputs: Path) -> Stage:
+    run = name if name.startswith(cfg.name) else run_name(cfg, name)
+    return Stage(
+        run.removeprefix(f"{cfg.name}-"), "evaluate.py", overrides + [f"run_name={run}"],
+        outputs / "eval" / run / "results.json",
+    )  # fmt: skip
 
 
 def run_stages(stages: list[Stage], log_dir: Path) -> list[dict[str, Any]]:

@@ -122,6 +122,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
         plain_prompt=perception_prompt,
         plain_fraction=cfg.pretrain.perception_fraction,
         train_guesses=cfg.pretrain.train_guesses,
+        restate_question=cfg.pretrain.restate_question,
         seed=cfg.seed,
     )
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]

@@ -38,21 +38,33 @@ from visionthink.training.optim import configure_optimization, freeze_vision_tow
 class TracePlan:
     call_tool: bool
     answer: str
+    # The question, restated at the start of the first turn's reasoning
+    question: str = ""
 
 
-def tool_call_text(prompt: PromptSpec) -> str:
+def restatement(question: str) -> str:
+    """The first line of the reasoning: the question itself. A small model takes its decision
+    (answer or call the tool) at the next token, where the question's words are then close by."""
+    return "<think>\n" + (f"{question}\n" if question else "")
+
+
+def tool_call_text(prompt: PromptSpec, question: str = "") -> str:
+    reasoning = f"{restatement(question)}I need a closer look at the image.\n</think>\n"
     if prompt.tool_protocol == "tag":
-        return "<think>\nI need a closer look at the image.\n</think>\n" + prompt.resize_tag
+        return reasoning + prompt.resize_tag
     call = json.dumps({"name": "resize_image", "arguments": {"action": "resize"}})
-    return f"<think>\nI need a closer look at the image.\n</think>\n<tool_call>\n{call}\n</tool_call>"
+    return f"{reasoning}<tool_call>\n{call}\n</tool_call>"
 
 
-ANSWER_OPEN = "<think>\nThe image shows it.\n</think>\n<answer>"
+def answer_opening(question: str = "") -> str:
+    return f"{restatement(question)}The image shows it.\n</think>\n<answer>"
+
+
+# After the tool result the reasoning starts differently: reinforcing a good answer from the
+# high-resolution image must not reinforce the opening of a direct answer, where the decision
+# is taken.
+ANSWER_AFTER_TOOL_OPEN = "<think>\nAt full resolution I can read it.\n</think>\n<answer>"
 ANSWER_CLOSE = "</answer>"
-
-
-def answer_text(answer: str) -> str:
-    return f"{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
 
 
 class TeacherEngine:
@@ -72,14 +84,15 @@ class TeacherEngine:
         for plan, request in zip(plans, requests, strict=True):
             first_turn = len(request.images) == 1
             if plan.call_tool and first_turn:
-                text = tool_call_text(self.prompt)
+                text = tool_call_text(self.prompt, plan.question)
                 continuing.append(plan)
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
             else:
                 # Tokenised in three pieces so the answer's tokens can be located (and masked).
+                opening = answer_opening(plan.question) if first_turn else ANSWER_AFTER_TOOL_OPEN
                 ids = [
                     t
-                    for piece in (ANSWER_OPEN, plan.answer, ANSWER_CLOSE)
+                    for piece in (opening, plan.answer, ANSWER_CLOSE)
                     for t in self.tokenizer(piece, add_special_tokens=False)["input_ids"]
                 ]
                 ids.append(self.end)
@@ -98,14 +111,18 @@ def teacher_traces(
     seed: int,
     mode: str = "adaptive",
     train_guesses: bool = False,
+    restate_question: bool = False,
 ) -> list[Trajectory]:
     """Traces in ``builder``'s prompt; with a tool-less prompt every trace answers directly from
     the ``mode`` view (full or low). ``train_guesses`` keeps the answers of unreadable questions
-    in the loss (the model learns to guess at chance, as a pretrained VLM does)."""
+    in the loss (the model learns to guess at chance, as a pretrained VLM does);
+    ``restate_question`` opens the reasoning with the question."""
     tool = builder.prompt.uses_tool
     plans = [
         TracePlan(
-            call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction, answer=s.answer
+            call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction,
+            answer=s.answer,
+            question=s.question.replace("<image>", "").strip() if restate_question else "",
         )
         for s in samples
     ]
@@ -141,12 +158,13 @@ class SFTModule(L.LightningModule):
         scheduler: Any | None = None,
         vision_lr_scale: float = 1.0,
         train_guesses: bool = False,
+        restate_question: bool = False,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
         self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale
-        self.train_guesses = train_guesses
+        self.train_guesses, self.restate_question = train_guesses, restate_question
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -185,7 +203,9 @@ class SFTModule(L.LightningModule):
         traces = []
         for (prompt, mode), members in sorted(groups.items()):
             builder = self.plain_builder if prompt == "plain" else self.builder
-            traces += teacher_traces(builder, members, self.tool_fraction, seed, mode, self.train_guesses)
+            traces += teacher_traces(
+                builder, members, self.tool_fraction, seed, mode, self.train_guesses, self.restate_question
+            )
         return traces
 
     def _loss(self, batch: SampleBatch, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
