@@ -23,8 +23,10 @@ from visionthink.cli import exit_on_input_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_input_error
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    from visionthink.config_checks import check_ranges
     from visionthink.training.run import train
 
+    check_ranges(cfg)
     metrics = train(cfg)
     wanted = list(cfg.get("optimized_metrics") or [])
     missing = [name for name in wanted if name not in metrics]

@@ -151,8 +151,10 @@ def test_training_skips_and_counts_bad_samples_and_raise_mode_stops(tmp_path):
     batch = CollateSamples("skip")([dataset[0], dataset[1]])
     assert len(batch.samples) == 1 and len(batch.skipped) == 1
     assert batch.skipped[0].sample_id == "bad:1"
+    raising = CollateSamples("raise")([dataset[0], dataset[1]])
     with pytest.raises(SampleError, match="answer is empty"):
-        CollateSamples("raise")([dataset[0], dataset[1]])
+        CollateSamples.check(raising)
+    CollateSamples.check(batch)  # skip mode: nothing raised
 
 
 def test_datamodule_yields_shuffled_seeded_batches(synthetic_root):

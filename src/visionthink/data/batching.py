@@ -14,6 +14,10 @@ BadSamplePolicy = Literal["skip", "raise"]
 class SampleBatch:
     samples: list[Sample]
     skipped: list[SampleError] = field(default_factory=list)
+    # data.on_bad_sample=raise: the consumer stops at the first skipped sample. Raised there, in the
+    # main process, not in a DataLoader worker, whose exceptions come back as a RuntimeError
+    # wrapping a traceback.
+    raise_on_bad: bool = False
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -21,7 +25,7 @@ class SampleBatch:
 
 class CollateSamples:
     """Collate ``Sample | SampleError`` items; ``on_bad_sample`` decides skip (the training module
-    logs and counts the skipped ones, once) or raise."""
+    logs and counts the skipped ones, once) or raise (``check``, in the consumer)."""
 
     def __init__(self, on_bad_sample: BadSamplePolicy = "skip"):
         if on_bad_sample not in ("skip", "raise"):
@@ -29,12 +33,13 @@ class CollateSamples:
         self.on_bad_sample = on_bad_sample
 
     def __call__(self, items: list[Sample | SampleError]) -> SampleBatch:
-        batch = SampleBatch(samples=[])
+        batch = SampleBatch(samples=[], raise_on_bad=self.on_bad_sample == "raise")
         for item in items:
-            if isinstance(item, SampleError):
-                if self.on_bad_sample == "raise":
-                    raise item
-                batch.skipped.append(item)
-            else:
-                batch.samples.append(item)
+            (batch.skipped if isinstance(item, SampleError) else batch.samples).append(item)
         return batch
+
+    @staticmethod
+    def check(batch: SampleBatch) -> None:
+        """Raise the batch's first bad sample when the policy is to stop."""
+        if batch.raise_on_bad and batch.skipped:
+            raise batch.skipped[0]

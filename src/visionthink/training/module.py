@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from visionthink.data.batching import SampleBatch
+from visionthink.data.batching import CollateSamples, SampleBatch
 from visionthink.data.sample import SampleError
 from visionthink.episode.builder import EpisodeBuilder
 from visionthink.episode.prompts import PromptSpec
@@ -121,6 +121,7 @@ class VisionThinkGRPO(L.LightningModule):
 
     # --------------------------------------------------------------- rollouts
     def episodes(self, batch: SampleBatch, mode: str = "adaptive") -> list:
+        CollateSamples.check(batch)
         episodes = []
         for sample in batch.samples:
             try:

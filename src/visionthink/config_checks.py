@@ -1,0 +1,95 @@
+"""Start-up checks of the numeric settings of a training run, before any model or data loads.
+
+Each rule names a config key and its allowed range; a value outside it (or not a number) stops
+the run with one line naming the key, the value and the range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from visionthink.errors import InputError
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    # Whether the low bound itself is allowed (lr > 0 vs steps >= 1)
+    low_inclusive: bool = True
+    optional: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{kind} in [{self.low}, {self.high}]"
+        if self.low is not None:
+            return f"{kind} {'>=' if self.low_inclusive else '>'} {self.low}"
+        return kind
+
+    def admits(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        if math.isnan(value):
+            return False
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+            return False
+        return self.high is None or value <= self.high
+
+
+POSITIVE_INT = Range(low=1, integer=True)
+FRACTION = Range(low=0.0, high=1.0)
+NON_NEGATIVE = Range(low=0.0)
+POSITIVE = Range(low=0.0, low_inclusive=False)
+
+TRAINING_RULES: dict[str, Range] = {
+    "data.batch_size": POSITIVE_INT,
+    "data.val_batch_size": POSITIVE_INT,
+    "data.num_workers": Range(low=0, integer=True),
+    # GRPO normalises rewards within a group: one rollout per prompt has no advantage.
+    "rollout.group_size": Range(low=2, integer=True),
+    "rollout.max_images": POSITIVE_INT,
+    "rollout.max_turns": POSITIVE_INT,
+    "rollout.sampling.temperature": POSITIVE,
+    "rollout.sampling.top_p": Range(low=0.0, high=1.0, low_inclusive=False),
+    "rollout.sampling.top_k": Range(low=0, integer=True),
+    "rollout.sampling.max_new_tokens": POSITIVE_INT,
+    "rollout.val_sampling.max_new_tokens": POSITIVE_INT,
+    "reward.penalty_theta": FRACTION,
+    "reward.accuracy_weight": NON_NEGATIVE,
+    "reward.format_weight": NON_NEGATIVE,
+    "reward.direct_penalty": NON_NEGATIVE,
+    "reward.high_res_penalty": NON_NEGATIVE,
+    "grpo.clip_low": FRACTION,
+    "grpo.clip_high": NON_NEGATIVE,
+    "grpo.beta": NON_NEGATIVE,
+    "grpo.entropy_coef": NON_NEGATIVE,
+    "grpo.ppo_epochs": POSITIVE_INT,
+    "grpo.mini_batch_size": Range(low=1, integer=True, optional=True),
+    "grpo.micro_batch_size": POSITIVE_INT,
+    "grpo.max_grad_norm": POSITIVE,
+    "grpo.max_generation_batches": POSITIVE_INT,
+    "grpo.tis_cap": Range(low=1.0, optional=True),
+    "optim.optimizer.lr": POSITIVE,
+    "optim.vision_lr_scale": NON_NEGATIVE,
+    "trainer.max_steps": Range(low=-1, integer=True),
+    "seed": Range(low=0, integer=True),
+}
+
+
+def check_ranges(cfg: DictConfig, rules: dict[str, Range] = TRAINING_RULES) -> None:
+    """Raise ``InputError`` for the first value outside its range (keys absent from ``cfg`` are skipped)."""
+    for key, allowed in rules.items():
+        node = OmegaConf.select(cfg, key, default=KeyError)
+        if node is KeyError or (node is None and allowed.optional):
+            continue
+        if not allowed.admits(node):
+            raise InputError(
+                f"{key}={node!r} is not allowed", f"Use {allowed.describe()}" + (" or null" if allowed.optional else "")
+            )
