@@ -52,14 +52,32 @@ def test_synthetic_evaluation_writes_results_table_and_plot(tmp_path, synthetic_
     assert (out / "score_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_finished_benchmarks_are_not_recomputed(tmp_path, synthetic_root):
+def test_finished_benchmarks_are_not_recomputed_unless_a_setting_changed(tmp_path, synthetic_root):
     cfg = eval_config(tmp_path, synthetic_root, "eval.modes=[low]")
     evaluate(cfg)
     partial = tmp_path / "outputs" / "eval" / "t" / "partial" / "synthetic__low.json"
-    figures = json.loads(partial.read_text())
-    figures["score"] = 123.0  # a marker: a recomputation would overwrite it
-    partial.write_text(json.dumps(figures))
+
+    def mark():  # a recomputation overwrites the marker
+        saved = json.loads(partial.read_text())
+        saved["figures"]["score"] = 123.0
+        partial.write_text(json.dumps(saved))
+
+    mark()
     assert evaluate(cfg)["synthetic"]["low"]["score"] == 123.0
+    base = load_policy(ModelConfig())
+    torch.save({"state_dict": {f"policy.{k}": v for k, v in base.state_dict().items()}}, tmp_path / "c.ckpt")
+    changes = ["benchmark.synthetic.limit=4", "eval.max_new_tokens=8", f"checkpoint={tmp_path / 'c.ckpt'}",
+               "prompt@prompts.low=agent"]  # fmt: skip
+    for change in changes:
+        mark()
+        figures = evaluate(eval_config(tmp_path, synthetic_root, "eval.modes=[low]", change))["synthetic"]["low"]
+        assert figures["score"] != 123.0, change
+    # The same checkpoint file rewritten (a longer training run saved over it) counts as another one.
+    cfg = eval_config(tmp_path, synthetic_root, "eval.modes=[low]", f"checkpoint={tmp_path / 'c.ckpt'}")
+    evaluate(cfg)
+    mark()
+    torch.save({"state_dict": {f"policy.{k}": v for k, v in base.state_dict().items()}}, tmp_path / "c.ckpt")
+    assert evaluate(cfg)["synthetic"]["low"]["score"] != 123.0
 
 
 def test_a_training_checkpoint_replaces_the_weights(tmp_path, synthetic_root):

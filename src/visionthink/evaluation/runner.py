@@ -7,6 +7,7 @@ same run name skips it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from visionthink.data.readers import ColumnMapping, SampleDataset
@@ -126,6 +127,37 @@ def examples(records: list[Record], count: int = 6) -> list[dict]:
     ]
 
 
+def result_key(cfg: DictConfig, benchmark: str, mode: str) -> str:
+    """A digest of everything that decides a (benchmark, mode) result: the model (and the
+    checkpoint file's size and time), the benchmark, the mode's prompt, the decoding budgets, the
+    judge, the resolution and the rollout engine."""
+    checkpoint = cfg.get("checkpoint")
+    stamp = None
+    if checkpoint is not None and Path(checkpoint).is_file():
+        stat = Path(checkpoint).stat()
+        stamp = [str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns]
+    settings = {
+        "model": cfg.model, "checkpoint": stamp, "benchmark": cfg.benchmark[benchmark], "mode": mode,
+        "prompt": cfg.prompts[mode], "eval": {k: v for k, v in cfg.eval.items() if k not in ("modes", "batch_size")},
+        "judge": cfg.judge, "resolution": cfg.resolution, "rollout": cfg.get("rollout"),
+    }  # fmt: skip
+    payload = json.dumps(OmegaConf.to_container(OmegaConf.create(settings), resolve=True), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def finished(done: Path, key: str, name: str) -> dict[str, float] | None:
+    """The figures of an earlier pass with the same settings; None when there is none or it used others."""
+    if not done.exists():
+        return None
+    saved = json.loads(done.read_text())
+    if saved.get("key") == key:
+        log.info("%s already evaluated with these settings in %s", name, done)
+        return saved["figures"]
+    log.warning("%s was evaluated under this run name with other settings (model, checkpoint, benchmark, "
+                "prompt or decoding); evaluating afresh", name)  # fmt: skip
+    return None
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
     torch.manual_seed(cfg.seed)
     resolution = instantiate(cfg.resolution)
@@ -144,15 +176,14 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
         for benchmark in benchmarks:
             for mode in cfg.eval.modes:
                 done = output / "partial" / f"{benchmark.name}__{mode}.json"
-                if done.exists():
-                    log.info("%s/%s already evaluated in %s", benchmark.name, mode, done)
-                    figures = json.loads(done.read_text())
-                else:
+                key = result_key(cfg, benchmark.name, mode)
+                figures = finished(done, key, f"{benchmark.name}/{mode}")
+                if figures is None:
                     prompt = instantiate(cfg.prompts[mode])
                     driver = EpisodeDriver(backend.engine, EpisodeBuilder(processor, prompt, resolution), rollout)
                     figures, shown = evaluate_mode(driver, benchmark, mode, judge, cfg.eval)
                     write_atomic(output / "samples" / f"{benchmark.name}__{mode}.json", json.dumps(shown, indent=2))
-                    write_atomic(done, json.dumps(figures, indent=2))
+                    write_atomic(done, json.dumps({"key": key, "figures": figures}, indent=2))
                 results.setdefault(benchmark.name, {})[mode] = figures
     finally:
         judge.close()
