@@ -75,6 +75,13 @@ def test_client_errors_are_not_retried():
         (":", None),
         ("Score: 10", None),
         ("", None),
+        # Judges often give a short reason after the score on the same line.
+        ("Score: 1 (the prediction matches the ground truth)", True),
+        ("Score: 0 - the colour is wrong", False),
+        ("**Score: 1** because 10 km equals 10000 m", True),
+        # ... but not a second verdict: the line is ambiguous.
+        ("Score: 1, Score: 0", None),
+        ("Score: 1 (verdict: 0)", None),
     ],
 )
 def test_verdicts_are_parsed_strictly(reply, expected):

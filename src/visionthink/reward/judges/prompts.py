@@ -23,6 +23,7 @@ PAPER_SYSTEM = (
 )
 VERDICT_SHAPED = re.compile(r"(?i)\b(score|judge?ment|verdict|grade|rating|evaluation|result)\s*[:=：]")
 SPECIAL_TOKEN = re.compile(r"<\|[^|>]{1,40}\|>")
+ANOTHER_SCORE = re.compile(r"(?i)\bscore\b")
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,9 @@ class JudgePrompt:
     system: str
     # {question}, {ground_truth} and {prediction} are filled in.
     user: str
-    # A verdict line; group 1 is "0" or "1". Matched against every line of the reply.
-    verdict_pattern: str = r"^\W*score\W*\s*([01])\W*$"
+    # A verdict line; group 1 is "0" or "1", group 2 (optional) what follows on the line, e.g. a
+    # short reason. Matched against every line of the reply.
+    verdict_pattern: str = r"^\W*score\W*\s*([01])(?!\w)(.*)$"
     # Predictions longer than this are cut (chars).
     max_prediction_chars: int = 512
     # Put around the (sanitised) prediction.
@@ -56,6 +58,16 @@ class JudgePrompt:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def parse(self, reply: str) -> bool | None:
+        """The last verdict line's score. A line may go on after its score ("Score: 1 (matches
+        the ground truth)"), but not with another verdict: that line is ambiguous and skipped."""
         pattern = re.compile(self.verdict_pattern, re.IGNORECASE)
-        verdicts = [match.group(1) for line in reply.splitlines() if (match := pattern.match(line.strip()))]
+        verdicts = []
+        for line in reply.splitlines():
+            match = pattern.match(line.strip())
+            if match is None:
+                continue
+            rest = match.group(2) if pattern.groups >= 2 else ""
+            if rest and (VERDICT_SHAPED.search(rest) or ANOTHER_SCORE.search(rest)):
+                continue
+            verdicts.append(match.group(1))
         return verdicts[-1] == "1" if verdicts else None
