@@ -54,6 +54,18 @@ def load(workdir, name="theta"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'outputs' / 'optuna.db'}")
 
 
+def trial_run_started(workdir, trial) -> bool:
+    """Whether the trial's MLflow run exists yet (the kill should leave one behind)."""
+    try:
+        client = mlflow.MlflowClient(f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("visionthink")
+        return bool(experiment) and bool(
+            client.search_runs([experiment.experiment_id], filter_string=f"tags.`optuna.trial` = '{trial.number}'")
+        )
+    except Exception:  # the store is being created
+        return False
+
+
 @pytest.mark.slow
 def test_sweep_resumes_after_a_kill_and_reports(tmp_path):
     command = sweep_command(tmp_path, "hydra.sweeper.n_trials=3")
@@ -64,7 +76,8 @@ def test_sweep_resumes_after_a_kill_and_reports(tmp_path):
             trials = load(tmp_path).get_trials(deepcopy=False)
         except Exception:  # the study is not created yet
             trials = []
-        if any(t.state == TrialState.COMPLETE for t in trials) and any(t.state == TrialState.RUNNING for t in trials):
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if any(t.state == TrialState.COMPLETE for t in trials) and running and trial_run_started(tmp_path, running[0]):
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
@@ -95,6 +108,15 @@ def test_sweep_resumes_after_a_kill_and_reports(tmp_path):
     )
     assert {r.data.tags["optuna.trial"] for r in children} >= {str(t.number) for t in complete}
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"pareto.png", "trials.md"}
+    # Every MLflow run ends in a terminal state: the parent FINISHED, the killed trial's run KILLED.
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    statuses = {r.data.tags["optuna.trial"]: r.info.status for r in children}
+    assert statuses[str(interrupted[0].number)] == "KILLED"
+    assert all(statuses[str(t.number)] == "FINISHED" for t in complete)
+    # The resumed sweep's sampler proposes new values, not those of trials already finished.
+    fresh = [t for t in complete if "retry_of" not in t.user_attrs]
+    values = [t.params["reward.penalty_theta"] for t in fresh]
+    assert len(set(values)) == len(values), values
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ with the same parameters. A trial that raises is recorded as FAIL and the sweep 
 """
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,15 @@ def distribution(override: Override) -> BaseDistribution:
     raise ValueError(f"{override.input_line}: use interval(), range() or choice() for an Optuna parameter")
 
 
+def reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
+    """Seed a sampler's random streams (Optuna's ``reseed_rng`` takes no seed): TPE and the
+    random sampler it starts with keep them in ``_rng``."""
+    for holder in (sampler, getattr(sampler, "_random_sampler", None)):
+        state = getattr(holder, "_rng", None)
+        if state is not None:
+            state.rng.seed(seed % 2**32)
+
+
 class OptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         super().__init__()
@@ -106,18 +116,25 @@ class OptunaSweeper(Sweeper):
         storage = settings["storage"]
         if storage and storage.startswith("sqlite:///"):
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=settings["study_name"],
             storage=settings["storage"],
             sampler=sampler,
             directions=list(settings["directions"]),
             load_if_exists=True,
         )
+        if study.trials:
+            # A resumed sweep: a sampler seeded as at the start would propose the same values again.
+            reseed(study.sampler, zlib.crc32(study.study_name.encode()) + len(study.trials))
+        return study
 
     def _recover_interrupted(self, study: optuna.Study) -> None:
+        from visionthink.sweep.tracking import mark_trial_runs_killed
+
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
             study.tell(trial.number, state=TrialState.FAIL)
+            mark_trial_runs_killed(self.config.logger.mlflow, study.study_name, trial.number)
             log.warning("trial %d of study %s was interrupted; marked FAIL", trial.number, study.study_name)
             if self.settings["retry_interrupted"] and trial.params:
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
@@ -132,7 +149,7 @@ class OptunaSweeper(Sweeper):
         space, fixed = self._parse(arguments)
         study = self._study()
         self._recover_interrupted(study)
-        from visionthink.sweep.tracking import sweep_parent_run
+        from visionthink.sweep.tracking import end_sweep_parent_run, sweep_parent_run
 
         parent_run_id = sweep_parent_run(self.config, study.study_name)
         job_index = len(study.trials)
@@ -168,4 +185,5 @@ class OptunaSweeper(Sweeper):
             names = self.settings["objective_names"] or list(self.config.get("optimized_metrics") or [])
             outputs_dir = OmegaConf.select(self.config, "paths.outputs_dir", default="outputs")
             write_report(study, names, outputs_dir, self.config.logger.mlflow, parent_run_id)
+        end_sweep_parent_run(self.config, parent_run_id)
         return returns

@@ -26,7 +26,9 @@ def sweep_parent_run(config: Any, study_name: str) -> str:
         [experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`sweep.parent` = 'true'"
     )
     if existing:
-        return existing[0].info.run_id
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")  # a resumed sweep
+        return run_id
     run = client.create_run(
         experiment_id, run_name=f"sweep-{study_name}", tags={STUDY_TAG: study_name, "sweep.parent": "true"}
     )
@@ -42,3 +44,20 @@ def trial_tags(sweep: Any) -> dict[str, str]:
         STUDY_TAG: str(sweep.study),
         "optuna.trial": str(sweep.trial),
     }
+
+
+def end_sweep_parent_run(config: Any, run_id: str) -> None:
+    client, _ = _client(config.logger.mlflow)
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def mark_trial_runs_killed(mlflow_config: Any, study_name: str, trial: int) -> None:
+    """The MLflow runs of a trial that a kill interrupted end KILLED instead of RUNNING forever."""
+    client, experiment_id = _client(mlflow_config)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`optuna.trial` = '{trial}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
