@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from chat_server import ChatServer, completion
-from conftest import ROOT, TOOL_TURN, answer_turn, load_config_node, train_in_process
+from conftest import ROOT, SMOKE_RUN, TOOL_TURN, answer_turn, load_config_node, train_in_process
+from visionthink.errors import InputError
 from visionthink.reward.judges import JudgeItem, LocalJudge, OpenAIJudge
 
 PROMPT = load_config_node("judge_prompt", "paper")
@@ -190,3 +195,36 @@ def test_training_with_the_local_judge_offline(tmp_path):
         tmp_path, ["judge=local", f"judge.path={SMOLLM2}", "trainer.max_steps=1"], script=digit_policy
     )
     assert metrics["judge/items"] > 0 and metrics["judge/invalid_rate"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "respond,reason",
+    [
+        (lambda request, attempt: (401, {"error": {"message": "bad key"}}, {}), "HTTP 401"),
+        (lambda request, attempt: (200, completion("I cannot judge this."), {}), "no verdict line"),
+    ],
+)
+def test_the_start_up_probe_names_the_judge_and_the_problem(respond, reason):
+    with ChatServer(respond) as server:
+        judge = judge_at(server.url)
+        with pytest.raises(InputError, match=reason) as error:
+            judge.probe()
+        assert server.url in str(error.value) and "judge.base_url" in str(error.value)
+        judge.close()
+    with ChatServer(lambda request, attempt: (200, completion("Score: 1"), {})) as server:
+        judge = judge_at(server.url)
+        judge.probe()
+        assert judge.take_stats().items == 0  # the probe is not counted as the run's judging
+        judge.close()
+
+
+def test_a_dead_judge_stops_training_at_start_up(tmp_path):
+    command = [
+        sys.executable, str(ROOT / "src" / "train.py"), *SMOKE_RUN, "judge=openai", "judge.base_url=http://127.0.0.1:9/v1",
+        f"paths.outputs_dir={tmp_path}", "run_name=dead",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: the judge at http://127.0.0.1:9/v1" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "dead").exists()

@@ -168,8 +168,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
     check_backend(cfg.rollout)
     base_rollout: RolloutConfig = instantiate(cfg.rollout)
     rollout = replace(base_rollout, group_size=1, max_images=cfg.eval.max_images, max_turns=cfg.eval.max_turns)
-    processor, backend = load_backend(cfg, rollout, resolution)
     judge = instantiate(cfg.judge)
+    judge.probe()
+    processor, backend = load_backend(cfg, rollout, resolution)
     output = Path(cfg.paths.outputs_dir) / "eval" / cfg.run_name
     results: dict[str, dict[str, dict[str, float]]] = {}
     try:

@@ -191,7 +191,8 @@ class VisionThinkGRPO(L.LightningModule):
         metrics.update(self._update(groups))
         metrics["perf/step_seconds"] = time.perf_counter() - step_started
         self.publish(metrics, weight=len(trajectories))
-        progress = {"reward": "train/reward", "acc": "train/accuracy", "resize": "train/resize_ratio"}
+        progress = {"reward": "train/reward", "acc": "train/accuracy", "resize": "train/resize_ratio",
+                    "judge_invalid": "judge/invalid_rate"}  # fmt: skip
         self.log_dict({k: metrics.get(v, float("nan")) for k, v in progress.items()}, prog_bar=True, logger=False)
 
     def publish(self, metrics: dict[str, float], weight: float = 1.0) -> None:

@@ -39,13 +39,15 @@ for message in (
 
 def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
     check_backend(cfg.rollout)
+    judge = instantiate(cfg.judge)
+    judge.probe()
     return VisionThinkGRPO(
         model=instantiate(cfg.model),
         prompt=instantiate(cfg.prompt),
         resolution=resolution,
         rollout=instantiate(cfg.rollout),
         reward=instantiate(cfg.reward),
-        judge=instantiate(cfg.judge),
+        judge=judge,
         grpo=instantiate(cfg.grpo),
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,

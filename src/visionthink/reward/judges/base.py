@@ -84,3 +84,6 @@ class Judge(ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook; most judges hold nothing to release)
         """Release clients, threads or models."""
+
+    def probe(self) -> None:  # noqa: B027 (optional hook; only remote judges can be unreachable)
+        """Raise ``InputError`` at start-up when the judge cannot give verdicts."""

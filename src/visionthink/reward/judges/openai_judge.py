@@ -21,10 +21,13 @@ from dataclasses import dataclass
 
 import openai
 
+from visionthink.errors import InputError
 from visionthink.reward.judges.base import Judge, JudgeItem, Verdict
 from visionthink.reward.judges.prompts import JudgePrompt
 
 log = logging.getLogger(__name__)
+# httpx logs every request (and retry) at INFO; our own warning per failed item is enough.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class OpenAIJudge(Judge):
             )
         else:
             self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        self.url = azure.endpoint if azure is not None else str(self.client.base_url)
+        self.api_key_env = api_key_env
         self.pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="judge")
         self._cache: dict[tuple[str, str], Verdict] | None = {} if cache else None
         self._cache_lock = threading.Lock()
@@ -92,11 +97,26 @@ class OpenAIJudge(Judge):
                 self._cache[key] = verdict
         return verdict
 
-    def _request(self, messages: list[dict[str, str]]) -> Verdict:
+    def probe(self) -> None:
+        """One request before training: an unreachable, unauthorised or verdict-less judge stops
+        the run at start-up instead of invalidating every group for hours."""
+        item = JudgeItem(question="What is 2 + 2?", ground_truth="4", prediction="4")
+        verdict = self._request(self.prompt.render(item), attempts=2)
+        self.take_stats()  # the probe is not part of the run's figures
+        if not verdict.valid:
+            raise InputError(
+                f"the judge at {self.url} (model {self.model}) gave no verdict: {verdict.reason}",
+                f"Start the judge server or fix judge.base_url / judge.model (and the key in ${self.api_key_env}); "
+                "judge=rule needs no server",
+            )
+
+    def _request(self, messages: list[dict[str, str]], attempts: int | None = None) -> Verdict:
         problem = "no attempt"
-        for attempt in range(self.max_retries + 1):
+        attempts = self.max_retries + 1 if attempts is None else attempts
+        for attempt in range(attempts):
             if attempt:
                 self.count(retries=1)
+                log.debug("judge %s: retry %d after %s", self.url, attempt, problem)
             self.count(requests=1)
             retry_after = None
             try:
@@ -121,9 +141,9 @@ class OpenAIJudge(Judge):
                     break  # a bad request or bad credentials will not get better
             except (openai.APIResponseValidationError, ValueError) as error:
                 problem = f"malformed response: {error}"
-            if attempt < self.max_retries:
+            if attempt < attempts - 1:
                 time.sleep(retry_after if retry_after is not None else self._backoff(attempt))
-        log.warning("judge request failed after %d attempts: %s", attempt + 1, problem)
+        log.warning("judge %s: no verdict after %d attempts: %s", self.url, attempt + 1, problem)
         return Verdict(None, problem)
 
     def _backoff(self, attempt: int) -> float:
