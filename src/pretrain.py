@@ -16,7 +16,7 @@ os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from visionthink.cli import exit_on_input_error  # noqa: E402
+from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
@@ -24,6 +24,7 @@ from visionthink.cli import exit_on_input_error  # noqa: E402
 def main(cfg: DictConfig) -> float:
     from visionthink.training.pretrain import run_pretraining
 
+    one_console()
     report = run_pretraining(cfg)
     return min(report["full"].values())
 

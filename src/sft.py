@@ -16,7 +16,7 @@ os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from visionthink.cli import exit_on_input_error  # noqa: E402
+from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sft")
@@ -28,6 +28,7 @@ def main(cfg: DictConfig) -> float:
 
     from visionthink.training.sft import SFTModule
 
+    one_console()
     L.seed_everything(cfg.seed, workers=True)
     resolution = instantiate(cfg.resolution)
     datamodule = instantiate(cfg.data, _partial_=True)(resolution=resolution)

@@ -17,7 +17,7 @@ os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from visionthink.cli import exit_on_input_error  # noqa: E402
+from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     from visionthink.training.run import train
 
     check_ranges(cfg)
+    one_console()
     metrics = train(cfg)
     wanted = list(cfg.get("optimized_metrics") or [])
     missing = [name for name in wanted if name not in metrics]

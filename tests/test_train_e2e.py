@@ -33,6 +33,9 @@ def test_two_step_run_logs_everything_to_mlflow(tmp_path):
     assert mlrun.data.params["model/tiny/text_hidden_size"] == "128"
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"config.yaml", "rollouts"} <= artifacts
+    # The experiment opens in MLflow's model-training view, not the GenAI one.
+    experiment = client.get_experiment(mlrun.info.experiment_id)
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
     # The visual-token metrics agree with the resolution policy: 16 tokens low, 64 high.
     assert 16 <= mlrun.data.metrics["train/visual_tokens"] <= 16 + 64
 

@@ -39,3 +39,22 @@ def remove_unused_run_dir() -> None:
     if folder.is_dir() and {p.name for p in folder.iterdir()} <= hydra_files:
         logging.shutdown()  # Hydra's file handler holds the log open
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
+def one_console() -> None:
+    """Each log line once: Lightning's records go to Hydra's handlers (console and the run's log
+    file) instead of also to Lightning's own (added when it is imported), and its advertising
+    tips are dropped. Entry points that train call this once Hydra has set up logging."""
+    import lightning.pytorch  # noqa: F401 (adds the handler this removes)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropTips())

@@ -8,6 +8,14 @@ from typing import Any
 
 import mlflow
 
+# MLflow 3 opens experiments without this tag in its GenAI view (traces, "evaluation runs");
+# ours are model training experiments.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def mark_model_training(client: mlflow.MlflowClient, experiment_id: str) -> None:
+    client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+
 
 @contextmanager
 def mlflow_run(
@@ -25,6 +33,7 @@ def mlflow_run(
         if experiment is not None
         else client.create_experiment(settings.experiment_name, artifact_location=settings.get("artifact_location"))
     )
+    mark_model_training(client, experiment_id)
     run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
     try:
         yield client, run.info.run_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 
 
@@ -39,3 +40,11 @@ class RolloutSampleLogger(L.Callback):
             "last_image_seen": [t.images[-1].image for t, _ in rows],
         }
         logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"rollouts/step_{step:06d}.json")
+
+
+class StepProgressBar(RichProgressBar):
+    """Rich's progress bar for a run bounded by max_steps, whose epochs are unbounded (Lightning
+    would describe it as "Epoch 0/-2")."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{'Training':{len(self.validation_description)}}"

@@ -39,7 +39,12 @@ from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.training.collectives import all_ranks, max_across_ranks, sum_across_ranks, world_size
 from visionthink.training.config import GRPOConfig
-from visionthink.training.optim import configure_optimization, freeze_vision_tower, learning_rates
+from visionthink.training.optim import (
+    configure_optimization,
+    freeze_vision_tower,
+    learning_rates,
+    parameter_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,7 @@ class VisionThinkGRPO(L.LightningModule):
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
         if self.grpo.beta > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        log.info("%s", parameter_summary(self.policy, self.vision_lr_scale, self.reference is not None))
 
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path:

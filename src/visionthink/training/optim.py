@@ -60,3 +60,12 @@ def configure_optimization(
         return optimizer
     scheduler = scheduler_factory(optimizer=optimizer, num_training_steps=max(1, steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def parameter_summary(policy: Any, vision_lr_scale: float, reference: bool) -> str:
+    """One line: what trains, at which rate, and whether a frozen reference copy is held."""
+    total = sum(p.numel() for p in policy.parameters())
+    vision = sum(p.numel() for n, p in policy.named_parameters() if is_vision_parameter(n))
+    rate = "frozen" if vision_lr_scale == 0 else f"lr x {vision_lr_scale:g}"
+    return (f"policy: {total / 1e6:.2f}M parameters, vision tower {vision / 1e6:.2f}M ({rate})"
+            + ("; a frozen reference copy for the KL term" if reference else ""))  # fmt: skip

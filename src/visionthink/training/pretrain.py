@@ -105,6 +105,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
     from omegaconf import OmegaConf
 
     from visionthink.data.readers import SampleDataset
+    from visionthink.tracking import mark_model_training
     from visionthink.training.sft import SFTModule
 
     L.seed_everything(cfg.seed, workers=True)
@@ -128,6 +129,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False)
     for logger in loggers:
+        mark_model_training(logger.experiment, logger.experiment_id)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(module, datamodule=datamodule)
     directory = Path(cfg.paths.outputs_dir) / "pretrain" / cfg.run_name

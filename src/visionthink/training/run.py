@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionthink.rollout.factory import check_backend
 from visionthink.sweep.tracking import trial_tags
+from visionthink.tracking import mark_model_training
 from visionthink.training.module import VisionThinkGRPO
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ for message in (
     "`isinstance(treespec, LeafSpec)` is deprecated",
     # Our metrics are combined across ranks before they are logged (metrics.distributed).
     "It is recommended to use `self.log(",
+    # Lightning suggests more loader workers than a small machine has; data.num_workers decides.
+    "does not have many workers which may be a bottleneck",
 ):
     warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
 
@@ -88,6 +91,7 @@ def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
 def log_config(loggers: list[Any], cfg: DictConfig, output_dir: Path, resuming: bool) -> None:
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
+            mark_model_training(logger.experiment, logger.experiment_id)
             (output_dir / RUN_ID_FILE).write_text(logger.run_id)
             if not resuming:  # MLflow refuses to change a logged parameter
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
