@@ -23,10 +23,11 @@ from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_input_error
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
-    from visionthink.config_checks import check_ranges
+    from visionthink.config_checks import check_master_weights, check_ranges
     from visionthink.training.run import train
 
     check_ranges(cfg)
+    check_master_weights(cfg)
     one_console()
     metrics = train(cfg)
     wanted = list(cfg.get("optimized_metrics") or [])

@@ -108,6 +108,8 @@ class VisionThinkGRPO(L.LightningModule):
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
         if self.grpo.beta > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+            if str(self.trainer.precision).startswith("bf16"):
+                self.reference.to(torch.bfloat16)  # frozen: no master weights needed
         log.info("%s", parameter_summary(self.policy, self.vision_lr_scale, self.reference is not None))
 
     def on_fit_start(self) -> None:

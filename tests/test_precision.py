@@ -1,0 +1,55 @@
+"""Training on GPUs as configured: the trainable policy keeps fp32 master weights under bf16
+compute, and a config that would update bf16 weights directly stops at start-up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TOOL_TURN, answer_turn, compose_train, train_in_process
+from visionthink.config_checks import check_master_weights
+from visionthink.errors import InputError
+from visionthink.models import ModelConfig, load_policy
+
+
+def test_one_bf16_mixed_step_at_the_papers_learning_rate_moves_essentially_every_weight(tmp_path):
+    # The entropy bonus gives every weight a gradient; the script gives the groups varied rewards.
+    script = lambda request: TOOL_TURN if len(request.images) == 1 and request.seed % 2 else answer_turn("red")  # noqa: E731
+    train_in_process(
+        tmp_path,
+        ["trainer.precision=bf16-mixed", "optim.optimizer.lr=1e-6", "optim.vision_lr_scale=1.0", "trainer.max_steps=1",
+         "grpo.entropy_coef=0.01", "grpo.beta=0.001", "data.val=null", "optimized_metrics=[]",
+         "callbacks.model_checkpoint.every_n_train_steps=1"],
+        script=script,
+    )  # fmt: skip
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    initial = load_policy(ModelConfig()).state_dict()
+    trained = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
+    assert all(value.dtype == torch.float32 for value in trained.values())
+    # Embedding rows of tokens that occur in no sequence get no gradient, so they are left out; a
+    # few vision-tower gradients underflow to zero in bf16 compute. With bf16 weights AdamW at
+    # this rate changes about 2% of them (the problem this guards against).
+    learning = {k: v for k, v in initial.items() if not k.endswith("embed_tokens.weight")}
+    changed = sum(int((trained[k] != v).sum()) for k, v in learning.items())
+    total = sum(v.numel() for v in learning.values())
+    assert changed / total > 0.95, f"{changed} of {total} weights changed"
+
+
+@pytest.mark.parametrize(
+    "overrides,problem",
+    [
+        (["model.dtype=bfloat16"], "model.dtype=bfloat16 would make the optimizer update"),
+        (["trainer.precision=bf16-true"], "trainer.precision=bf16-true casts the weights"),
+    ],
+)
+def test_updating_low_precision_weights_directly_is_refused(overrides, problem):
+    with pytest.raises(InputError, match=problem):
+        check_master_weights(compose_train(overrides))
+
+
+def test_the_paper_recipes_keep_fp32_master_weights():
+    for experiment in ("visionthink_7b", "visionthink_3b"):
+        cfg = compose_train([f"experiment={experiment}"])
+        assert cfg.model.dtype == "float32" and cfg.trainer.precision == "bf16-mixed"
+        check_master_weights(cfg)
+    check_master_weights(compose_train(["experiment=visionthink_7b", "trainer=deepspeed_zero2", "model.dtype=bfloat16"]))
