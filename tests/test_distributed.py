@@ -120,3 +120,6 @@ def test_two_process_ddp_matches_one_process(tmp_path, sft_checkpoint):
         assert torch.allclose(step_one, step_ddp, rtol=1e-3, atol=1e-6), key
         moved += int(step_one.abs().max() > 0)
     assert moved > 0
+    # The Hugging Face export of the DDP run (rank 0 writes it) holds its trained weights.
+    exported = load_policy(ModelConfig(name_or_path=str(tmp_path / "outputs" / "runs" / "ddp" / "model"))).state_dict()
+    assert all(torch.equal(exported[k.removeprefix("policy.")], v) for k, v in ddp_w.items())

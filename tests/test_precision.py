@@ -52,4 +52,6 @@ def test_the_paper_recipes_keep_fp32_master_weights():
         cfg = compose_train([f"experiment={experiment}"])
         assert cfg.model.dtype == "float32" and cfg.trainer.precision == "bf16-mixed"
         check_master_weights(cfg)
-    check_master_weights(compose_train(["experiment=visionthink_7b", "trainer=deepspeed_zero2", "model.dtype=bfloat16"]))
+    check_master_weights(
+        compose_train(["experiment=visionthink_7b", "trainer=deepspeed_zero2", "model.dtype=bfloat16"])
+    )

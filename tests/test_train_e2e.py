@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import ROOT
 from train_runs import history, mlflow_run, run, run_until_checkpoint_then_kill
 from visionthink.models import ModelConfig, load_policy
 
@@ -38,6 +42,24 @@ def test_two_step_run_logs_everything_to_mlflow(tmp_path):
     assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
     # The visual-token metrics agree with the resolution policy: 16 tokens low, 64 high.
     assert 16 <= mlrun.data.metrics["train/visual_tokens"] <= 16 + 64
+    # The final policy as a Hugging Face folder, equal to the checkpoint's policy, also in MLflow.
+    _, trained = final_policy(tmp_path, "two_steps")
+    exported = tmp_path / "outputs" / "runs" / "two_steps" / "model"
+    loaded = load_policy(ModelConfig(name_or_path=str(exported))).state_dict()
+    assert set(loaded) == {k.removeprefix("policy.") for k in trained}
+    assert all(torch.equal(loaded[k.removeprefix("policy.")], v) for k, v in trained.items())
+    assert (exported / "video_preprocessor_config.json").exists() and (exported / "chat_template.jinja").exists()
+    assert "model" in artifacts
+    # src/export.py writes the same folder from the checkpoint.
+    checkpoint = tmp_path / "outputs" / "runs" / "two_steps" / "checkpoints" / "last.ckpt"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "export.py"), f"checkpoint={checkpoint}", f"output={tmp_path / 'again'}",
+         f"paths.outputs_dir={tmp_path / 'outputs'}"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    again = load_policy(ModelConfig(name_or_path=str(tmp_path / "again"))).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in loaded.items())
 
 
 def final_policy(workdir: Path, run_name: str) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,13 +64,13 @@ def load_model(cfg: DictConfig, resolution: ResolutionPolicy):
     """``(path, policy, processor)``; the policy carries the weights of ``cfg.checkpoint`` when one is given."""
     model_config = instantiate(cfg.model)
     checkpoint = cfg.get("checkpoint")
-    if checkpoint is not None and not Path(checkpoint).is_file():
+    if checkpoint is not None and not Path(checkpoint).exists():
         raise InputError(
             f"checkpoint {checkpoint} does not exist", "Pass a training checkpoint (.ckpt) or checkpoint=null"
         )
     path, policy, processor = load_policy_and_processor(model_config, resolution.processor_size())
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        state = checkpoint_state(Path(checkpoint))
         weights = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
         if not weights:
             raise InputError(
@@ -77,6 +78,19 @@ def load_model(cfg: DictConfig, resolution: ResolutionPolicy):
             )
         policy.load_state_dict(weights)
     return path, policy.eval(), processor
+
+
+def checkpoint_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a Lightning checkpoint: a single file, or the directory DeepSpeed
+    writes (gathered into one fp32 state with Lightning's own conversion)."""
+    if checkpoint.is_dir():
+        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+        with tempfile.TemporaryDirectory() as tmp:
+            single = Path(tmp) / "fp32.ckpt"
+            convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(single))
+            return torch.load(single, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def load_backend(cfg: DictConfig, rollout: RolloutConfig, resolution: ResolutionPolicy) -> tuple[Any, RolloutBackend]:

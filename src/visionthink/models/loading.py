@@ -102,13 +102,14 @@ def load_policy_and_processor(config: ModelConfig, pixel_bounds: dict[str, int] 
     return path, load_policy(config, path), load_processor(path, pixel_bounds)
 
 
-def save_policy_and_processor(policy, processor, directory: str | Path) -> Path:
-    """A ``save_pretrained`` folder that transformers, vLLM and ``model.name_or_path`` load."""
+def save_policy_and_processor(policy, processor, directory: str | Path, state_dict: dict | None = None) -> Path:
+    """A ``save_pretrained`` folder that transformers, vLLM and ``model.name_or_path`` load;
+    ``state_dict`` gives the full weights of a sharded policy."""
     from visionthink.models.processor import write_video_processor_config
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(directory)
+    policy.save_pretrained(directory, state_dict=state_dict)
     processor.save_pretrained(directory)
     processor.tokenizer.save_pretrained(directory)
     write_video_processor_config(directory, processor.image_processor)

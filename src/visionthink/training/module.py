@@ -12,6 +12,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -30,13 +31,14 @@ from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logpr
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
 from visionthink.metrics.distributed import gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
-from visionthink.models.loading import ModelConfig, load_policy_and_processor
+from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.factory import build_backend
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
+from visionthink.sync import full_parameters
 from visionthink.training.collectives import all_ranks, max_across_ranks, sum_across_ranks, world_size
 from visionthink.training.config import GRPOConfig
 from visionthink.training.optim import (
@@ -360,6 +362,14 @@ class VisionThinkGRPO(L.LightningModule):
         self.last_validated_step = self.global_step
         self.publish({f"val/{k}": v for k, v in metrics.items()}, weight=len(trajectories))
         self.log("val/acc", metrics["accuracy"], prog_bar=True, logger=False)
+
+    def export(self, directory: Path) -> Path | None:
+        """The trained policy as a ``save_pretrained`` folder, without the reference model,
+        gathered from any strategy (every rank calls this; rank 0 writes)."""
+        state = {name: tensor.detach().cpu() for name, tensor in full_parameters(self.policy)}
+        if not self.trainer.is_global_zero:
+            return None
+        return save_policy_and_processor(self.policy, self.processor, directory, state_dict=state)
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

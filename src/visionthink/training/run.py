@@ -120,6 +120,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # The metrics a sweeper optimises must describe the final policy.
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
+    if cfg.get("export", True):
+        exported = module.export(output_dir / "model")
+        for logger in loggers:
+            if exported is not None and isinstance(logger, MLFlowLogger):
+                logger.experiment.log_artifacts(logger.run_id, str(exported), "model")
     if trainer.is_global_zero:
         (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics

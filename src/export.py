@@ -1,0 +1,44 @@
+"""A training checkpoint as a Hugging Face folder (weights, config, processor, chat template).
+
+    python src/export.py checkpoint=outputs/runs/my_run/checkpoints/last.ckpt
+    python src/export.py checkpoint=outputs/runs/my_run/checkpoints/last.ckpt output=/models/visionthink-tiny
+Training runs export their final policy themselves (outputs/runs/<run_name>/model, `export=true`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from visionthink.cli import exit_on_input_error  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@exit_on_input_error
+def main(cfg: DictConfig) -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf, open_dict
+
+    from visionthink.evaluation.runner import load_model
+    from visionthink.models.loading import save_policy_and_processor
+
+    run_dir = Path(cfg.checkpoint).resolve().parent.parent
+    run_config = run_dir / "config.yaml"
+    if run_config.exists():  # the model and resolution the run trained
+        trained = OmegaConf.load(run_config)
+        with open_dict(cfg):
+            cfg.model, cfg.resolution = trained.model, trained.resolution
+    _, policy, processor = load_model(cfg, instantiate(cfg.resolution))
+    output = Path(cfg.output) if cfg.output else run_dir / "model"
+    save_policy_and_processor(policy, processor, output)
+    print(f"exported: {output}")
+
+
+if __name__ == "__main__":
+    main()
