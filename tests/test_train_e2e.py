@@ -50,6 +50,8 @@ def test_two_step_run_logs_everything_to_mlflow(tmp_path):
     assert all(torch.equal(loaded[k.removeprefix("policy.")], v) for k, v in trained.items())
     assert (exported / "video_preprocessor_config.json").exists() and (exported / "chat_template.jinja").exists()
     assert "model" in artifacts
+    plots = {a.path for a in client.list_artifacts(mlrun.info.run_id, "plots")}
+    assert plots == {"plots/accuracy_vs_visual_tokens.png"}
     # src/export.py writes the same folder from the checkpoint.
     checkpoint = tmp_path / "outputs" / "runs" / "two_steps" / "checkpoints" / "last.ckpt"
     result = subprocess.run(

@@ -48,3 +48,48 @@ class StepProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"{'Training':{len(self.validation_description)}}"
+
+
+class AccuracyTokensPlot(L.Callback):
+    """After every validation, a plot of validation accuracy against visual tokens (as a share of
+    always using full resolution), one point per validation so far, logged to MLflow as
+    ``plots/accuracy_vs_visual_tokens.png``. Always-low (1/downsample_factor² of the tokens) and
+    always-high resolution are marked for reference."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, float, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        if trainer.sanity_checking or "val/accuracy" not in metrics or "val/visual_token_ratio" not in metrics:
+            return
+        self.points.append(
+            (trainer.global_step, float(metrics["val/visual_token_ratio"]), float(metrics["val/accuracy"]))
+        )
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        if logger is None or not trainer.is_global_zero:
+            return
+        low_share = 1 / pl_module.resolution.downsample_factor**2
+        logger.experiment.log_figure(logger.run_id, self.figure(low_share), "plots/accuracy_vs_visual_tokens.png")
+
+    def figure(self, low_share: float):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axis = plt.subplots(figsize=(5.6, 3.8))
+        for share, label in ((low_share, "always low resolution"), (1.0, "always full resolution")):
+            axis.axvline(share, color="0.6", linestyle="--", linewidth=1)
+            axis.text(share, 1.02, label, rotation=0, fontsize=7, ha="center", color="0.4")
+        steps, shares, accuracies = zip(*self.points, strict=True)
+        axis.plot(shares, accuracies, "-", color="C0", alpha=0.4)
+        points = axis.scatter(shares, accuracies, c=steps, cmap="viridis", zorder=3)
+        figure.colorbar(points, ax=axis, label="optimizer step")
+        axis.set_xlim(0, 1.3)
+        axis.set_ylim(-0.02, 1.08)
+        axis.set_xlabel("visual tokens / always full resolution (incl. the low view)")
+        axis.set_ylabel("validation accuracy")
+        figure.tight_layout()
+        plt.close(figure)
+        return figure
