@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from conftest import ROOT, compose_train
-from visionthink.evaluation.runner import evaluate, load_model
+from visionthink.evaluation.runner import evaluate, load_model, result_key
 from visionthink.models import ModelConfig, load_policy
 
 MODES_KEYS = ("score", "resize_ratio", "visual_tokens", "visual_token_ratio", "seconds", "samples")
@@ -72,6 +72,9 @@ def test_finished_benchmarks_are_not_recomputed_unless_a_setting_changed(tmp_pat
         mark()
         figures = evaluate(eval_config(tmp_path, synthetic_root, "eval.modes=[low]", change))["synthetic"]["low"]
         assert figures["score"] != 123.0, change
+    # The key resolves interpolations against the whole config (the default benchmark path does).
+    default_paths = compose_train([f"paths.data_dir={tmp_path}"], config_name="eval")
+    assert result_key(default_paths, "synthetic", "low") != result_key(cfg, "synthetic", "low")
     # The same checkpoint file rewritten (a longer training run saved over it) counts as another one.
     cfg = eval_config(tmp_path, synthetic_root, "eval.modes=[low]", f"checkpoint={tmp_path / 'c.ckpt'}")
     evaluate(cfg)

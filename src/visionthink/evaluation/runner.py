@@ -150,12 +150,17 @@ def result_key(cfg: DictConfig, benchmark: str, mode: str) -> str:
     if checkpoint is not None and Path(checkpoint).is_file():
         stat = Path(checkpoint).stat()
         stamp = [str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns]
+
+    def plain(node: Any) -> Any:  # resolved where it sits, so interpolations find the whole config
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
     settings = {
-        "model": cfg.model, "checkpoint": stamp, "benchmark": cfg.benchmark[benchmark], "mode": mode,
-        "prompt": cfg.prompts[mode], "eval": {k: v for k, v in cfg.eval.items() if k not in ("modes", "batch_size")},
-        "judge": cfg.judge, "resolution": cfg.resolution, "rollout": cfg.get("rollout"),
+        "model": plain(cfg.model), "checkpoint": stamp, "benchmark": plain(cfg.benchmark[benchmark]), "mode": mode,
+        "prompt": plain(cfg.prompts[mode]), "judge": plain(cfg.judge), "resolution": plain(cfg.resolution),
+        "eval": {k: plain(v) for k, v in cfg.eval.items() if k not in ("modes", "batch_size")},
+        "rollout": plain(cfg.get("rollout")),
     }  # fmt: skip
-    payload = json.dumps(OmegaConf.to_container(OmegaConf.create(settings), resolve=True), sort_keys=True)
+    payload = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
