@@ -19,7 +19,7 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup setup-vllm train test test-fast test-vllm lint format data judge-model sweep bench reproduce mlflow-ui clean
+.PHONY: help setup setup-vllm train test test-fast test-vllm test-slurm lint format data judge-model sweep bench reproduce mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -79,6 +79,12 @@ test-fast: $(STAMP) $(JUDGE_GGUF) ## The suite without the slow end-to-end runs 
 test-vllm: $(STAMP_VLLM) $(JUDGE_GGUF) ## Tests with real vLLM on this CPU (in .venv-vllm)
 	VISIONTHINK_REQUIRE_VLLM=1 $(PY_VLLM) -m pytest tests/vllm_real $(ARGS)
 	$(PY_VLLM) -m pytest -m "not slow" --ignore=tests/vllm_real $(ARGS)
+
+# A one-node SLURM on localhost (munge, slurmctld, slurmd under a temporary folder, stopped after)
+test-slurm: $(STAMP) $(JUDGE_GGUF) ## A real SLURM runs a theta sweep (root; installs slurm-wlm and munge if absent)
+	command -v slurmctld >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge)
+	VISIONTHINK_SLURM=1 $(PY) -m pytest tests/slurm_real $(ARGS)
 
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check src tests

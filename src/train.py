@@ -3,7 +3,7 @@
 python src/train.py                                   # short CPU run, tiny model, synthetic data
 python src/train.py reward.penalty_theta=0.3           # any config key
 python src/train.py run_name=my_run ckpt_path=last     # resume a run after a crash or kill
-python src/train.py -m hparams_search=theta_optuna     # an Optuna sweep over theta
+python src/train.py -m hparams_search=theta            # an Optuna sweep over theta
 """
 
 from __future__ import annotations
@@ -23,13 +23,21 @@ from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_input_error
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from visionthink.config_checks import check_master_weights, check_ranges
+    from visionthink.errors import TrialInterrupted
     from visionthink.training.run import train
 
     check_ranges(cfg)
     check_master_weights(cfg)
     one_console()
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except SIGTERMException as stop:  # Lightning's SystemExit would end a SLURM job without a result
+        raise TrialInterrupted(
+            f"stopped by SIGTERM (scancel, preemption or a kill); resume it with run_name={Path(cfg.paths.output_dir).name} ckpt_path=last"
+        ) from stop
     wanted = list(cfg.get("optimized_metrics") or [])
     missing = [name for name in wanted if name not in metrics]
     if missing:

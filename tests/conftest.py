@@ -29,6 +29,14 @@ SMOKE_RUN = [
 SMALL_RESOLUTION = ResolutionPolicy(min_pixels=56 * 56, max_pixels=448 * 448, processor_min_pixels=56 * 56)
 
 
+def skip_tier(items, folder: str, reason: str) -> None:
+    """Skip the tests under ``tests/<folder>/`` (a tier that needs what this machine lacks)."""
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if f"tests/{folder}/" in str(item.fspath):
+            item.add_marker(skip)
+
+
 def load_config_node(group: str, name: str):
     """Instantiate one shipped config, e.g. ``load_config_node("prompt", "agent")``."""
     from omegaconf import OmegaConf

@@ -13,3 +13,8 @@ class InputError(ValueError):
     def __reduce__(self):
         # Pickled when raised in a DataLoader worker; the default would call __init__(message).
         return type(self), (self.problem, self.fix, self.where)
+
+
+class TrialInterrupted(RuntimeError):
+    """A run stopped from outside (scancel, preemption, a killed job): the sweeper re-queues its
+    trial on the next run of the same command instead of counting it as a failure."""

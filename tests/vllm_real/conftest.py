@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from conftest import SMALL_RESOLUTION
+from conftest import SMALL_RESOLUTION, skip_tier
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 if not HAS_VLLM and os.environ.get("VISIONTHINK_REQUIRE_VLLM") == "1":
@@ -20,12 +20,8 @@ if not HAS_VLLM and os.environ.get("VISIONTHINK_REQUIRE_VLLM") == "1":
 
 
 def pytest_collection_modifyitems(config, items):
-    if HAS_VLLM:
-        return
-    skip = pytest.mark.skip(reason="needs vllm: `make test-vllm` runs this tier in .venv-vllm")
-    for item in items:
-        if "tests/vllm_real/" in str(item.fspath):
-            item.add_marker(skip)
+    if not HAS_VLLM:
+        skip_tier(items, "vllm_real", "needs vllm: `make test-vllm` runs this tier in .venv-vllm")
 
 
 # Engine settings for the tiny model on a CPU: fp32 on both sides, so vLLM and the trainer agree.

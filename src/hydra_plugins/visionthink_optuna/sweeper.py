@@ -2,7 +2,10 @@
 
 The study lives in persistent storage (``sqlite:///outputs/optuna.db``), so a sweep that was
 killed resumes: finished trials are kept, trials left RUNNING are marked FAIL and re-queued
-with the same parameters. A trial that raises is recorded as FAIL and the sweep goes on.
+with the same parameters. A trial that raises is recorded as FAIL and the sweep goes on. A trial
+stopped from outside (its SLURM job cancelled or lost) is recorded FAIL as interrupted, and the
+sweep stops after that batch, since a cancel is somebody's decision; running the same command
+again re-queues it.
 """
 
 import logging
@@ -22,8 +25,16 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from visionthink.errors import TrialInterrupted
+
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"
+RETRY_OF = "retry_of"
+SLURM_JOB = "slurm_job_id"
+
+
+class SweepStopped(RuntimeError):
+    """The sweep stopped early because one of its trials was interrupted."""
 
 
 @dataclass
@@ -128,16 +139,27 @@ class OptunaSweeper(Sweeper):
             reseed(study.sampler, zlib.crc32(study.study_name.encode()) + len(study.trials))
         return study
 
-    def _recover_interrupted(self, study: optuna.Study) -> None:
+    def _mark_interrupted(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
         from visionthink.sweep.tracking import mark_trial_runs_killed
 
+        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        study.tell(trial.number, state=TrialState.FAIL)
+        mark_trial_runs_killed(self.config.logger.mlflow, study.study_name, trial.number)
+
+    def _recover_interrupted(self, study: optuna.Study) -> None:
+        """Trials a killed sweep left RUNNING become interrupted failures; every interrupted trial
+        not yet retried is queued again with its parameters."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-            study.tell(trial.number, state=TrialState.FAIL)
-            mark_trial_runs_killed(self.config.logger.mlflow, study.study_name, trial.number)
+            self._mark_interrupted(study, trial)
             log.warning("trial %d of study %s was interrupted; marked FAIL", trial.number, study.study_name)
-            if self.settings["retry_interrupted"] and trial.params:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        if not self.settings["retry_interrupted"]:
+            return
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+        for trial in trials:
+            if trial.user_attrs.get(INTERRUPTED) and trial.params and trial.number not in retried:
+                study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+                log.info("trial %d re-queued with its parameters %s", trial.number, trial.params)
 
     @staticmethod
     def finished(study: optuna.Study) -> int:
@@ -169,16 +191,28 @@ class OptunaSweeper(Sweeper):
             ]
             results = self.launcher.launch(batch, initial_job_idx=job_index)
             job_index += len(batch)
+            for trial, job_id in zip(trials, getattr(self.launcher, "job_ids", None) or [], strict=False):
+                trial.set_user_attr(SLURM_JOB, job_id)
+            interrupted = []
             for trial, result in zip(trials, results, strict=True):
                 try:
                     values = result.return_value
                     values = list(values) if isinstance(values, (list, tuple)) else [values]
                     study.tell(trial, [float(v) for v in values])
                     log.info("trial %d: %s -> %s", trial.number, trial.params, values)
+                except TrialInterrupted as error:
+                    self._mark_interrupted(study, trial)
+                    interrupted.append(f"trial {trial.number} ({error})")
                 except Exception as error:  # the trial itself failed; record it and go on
                     study.tell(trial, state=TrialState.FAIL)
                     log.error("trial %d failed: %s", trial.number, error)
             returns.append(results)
+            if interrupted:
+                end_sweep_parent_run(self.config, parent_run_id, status="KILLED")
+                raise SweepStopped(
+                    f"{'; '.join(interrupted)} was stopped from outside and is recorded FAIL. Run the same "
+                    "command again to re-queue it with its parameters and finish the study."
+                )
         if self.settings["report"]:
             from visionthink.sweep.report import write_report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import mlflow
@@ -52,18 +53,26 @@ def trial_tags(sweep: Any) -> dict[str, str]:
     }
 
 
-def end_sweep_parent_run(config: Any, run_id: str) -> None:
+def slurm_tags() -> dict[str, str]:
+    """The SLURM job a run ran in (an array task as ``<array job>_<task>``, as squeue shows it)."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
+    return {"slurm.job_id": job} if job else {}
+
+
+def end_sweep_parent_run(config: Any, run_id: str, status: str = "FINISHED") -> None:
     client, _ = _client(config.logger.mlflow)
-    client.set_terminated(run_id, status="FINISHED")
+    client.set_terminated(run_id, status=status)
 
 
 def mark_trial_runs_killed(mlflow_config: Any, study_name: str, trial: int) -> None:
-    """The MLflow runs of a trial that a kill interrupted end KILLED instead of RUNNING forever."""
+    """The MLflow runs of a trial that a kill or a cancel interrupted end KILLED (instead of
+    RUNNING forever, or FAILED as if the trial itself had gone wrong)."""
     client, experiment_id = _client(mlflow_config)
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`optuna.trial` = '{trial}' "
-        "and attributes.status = 'RUNNING'",
+        "and attributes.status != 'FINISHED'",
     )
     for run in runs:
         client.set_terminated(run.info.run_id, status="KILLED")

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from visionthink.rollout.factory import check_backend
-from visionthink.sweep.tracking import trial_tags
+from visionthink.sweep.tracking import slurm_tags, trial_tags
 from visionthink.tracking import mark_model_training
 from visionthink.training.module import VisionThinkGRPO
 
@@ -81,8 +81,8 @@ def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
         overrides = {}
         if name == "mlflow" and resuming and run_id_file.exists():
             overrides["run_id"] = run_id_file.read_text().strip()
-        if name == "mlflow" and cfg.get("sweep"):
-            overrides["tags"] = trial_tags(cfg.sweep)
+        if name == "mlflow":
+            overrides["tags"] = {**trial_tags(cfg.get("sweep")), **slurm_tags()} or None
         loggers.append(instantiate(logger_cfg, **overrides))
     return loggers
 
