@@ -10,8 +10,10 @@ from conftest import CONF_DIR, compose_train
 GROUPS = {
     group.name: sorted(p.stem for p in group.glob("*.yaml"))
     for group in CONF_DIR.iterdir()
-    # judge_prompt is composed into judge configs (judge.prompt); benchmark belongs to eval.yaml
-    if group.is_dir() and group.name not in ("hydra", "hparams_search", "experiment", "judge_prompt", "benchmark")
+    # judge_prompt is composed into judge configs (judge.prompt); benchmark belongs to eval.yaml, and
+    # mlflow to the entry configs that log without Lightning (composed in their own test)
+    if group.is_dir()
+    and group.name not in ("hydra", "hparams_search", "experiment", "judge_prompt", "benchmark", "mlflow")
 }
 INSTANTIATED = ("model", "prompt", "resolution", "rollout", "reward", "judge", "grpo")
 
@@ -100,3 +102,59 @@ def test_every_entry_point_config_composes_and_keeps_its_own_values(entry):
             for part in path.split("."):
                 composed = composed[part]
         assert composed == expected, f"{entry}.yaml sets {path}={expected!r}, composed to {composed!r}"
+
+
+# Groups whose default option is the framework's own default: its yaml repeats the dataclass's
+# defaults (with comments) and must not drift from them. The model, data and resolution options
+# chosen by train.yaml are the miniature's, while their dataclasses default to the paper's values.
+DATACLASS_DEFAULT_GROUPS = ("grpo", "rollout", "reward")
+
+
+def field_defaults(cls, instance=None) -> dict:
+    """A dataclass's defaults by field name; for a field holding a dataclass, its default instance."""
+    import dataclasses
+
+    if instance is not None:
+        return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
+    defaults = {}
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return defaults
+
+
+def disagreements(node, defaults: dict, path: str) -> list[str]:
+    """Where a config node's values differ from the dataclass defaults it repeats."""
+    import dataclasses
+
+    from omegaconf import DictConfig, OmegaConf
+
+    found = []
+    for key in node:
+        if key == "_target_" or key not in defaults:
+            continue
+        value, default = node[key], defaults[key]
+        if isinstance(value, DictConfig):
+            if dataclasses.is_dataclass(default):
+                found += disagreements(value, field_defaults(type(default), default), f"{path}.{key}")
+            continue
+        value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+        if value != (list(default) if isinstance(default, tuple) else default):
+            found.append(f"{path}.{key}: yaml {value!r}, dataclass {default!r}")
+    return found
+
+
+@pytest.mark.parametrize("group", DATACLASS_DEFAULT_GROUPS)
+def test_default_options_repeat_the_dataclass_defaults(group):
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import _locate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        node = compose(config_name="train")[group]  # without the tests' smaller settings
+    cls = _locate(node._target_)
+    assert dataclasses.is_dataclass(cls)
+    assert not disagreements(node, field_defaults(cls), group)

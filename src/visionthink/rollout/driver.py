@@ -25,8 +25,8 @@ ToolErrorPolicy = Literal["error_turn", "end"]
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    # Rollouts per prompt (G in GRPO).
-    group_size: int = 4
+    # Rollouts per prompt (G in GRPO; the paper: 16).
+    group_size: int = 8
     # Images an episode may hold: the low-resolution view plus one resize result (paper: 2).
     max_images: int = 2
     # Generation rounds per episode (paper: 2).

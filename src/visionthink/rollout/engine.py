@@ -20,7 +20,9 @@ class SamplingConfig:
     top_p: float = 1.0
     # 0 disables top-k filtering
     top_k: int = 0
-    max_new_tokens: int = 256
+    # Per turn. 64 holds the compact agent prompt's turns on the tiny model (a resize call is 49
+    # tokens); the 7B recipes (rollout=vllm) set 1024.
+    max_new_tokens: int = 64
     # Greedy decoding (evaluation); temperature, top_p and top_k are then ignored.
     greedy: bool = False
 

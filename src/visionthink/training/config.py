@@ -1,4 +1,5 @@
-"""Typed configuration of the GRPO update (``conf/grpo/*.yaml``)."""
+"""Typed configuration of the GRPO update. Its defaults are the framework's: ``conf/grpo/default.yaml``
+repeats them with comments, and a test keeps the two equal."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ class GRPOConfig:
     # PPO clip range: the ratio is clipped to [1 - clip_low, 1 + clip_high].
     clip_low: float = 0.2
     clip_high: float = 0.2
-    # KL coefficient to the frozen reference policy; 0 loads no reference model.
-    beta: float = 0.0
+    # KL coefficient to the frozen reference policy (the paper: 0.001); 0 loads no reference model.
+    beta: float = 0.001
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     # Entropy bonus coefficient (the released script uses 0.001).
     entropy_coef: float = 0.0
@@ -25,8 +26,9 @@ class GRPOConfig:
     # Trajectories per forward pass; bounds activation memory.
     micro_batch_size: int = 8
     max_grad_norm: float = 1.0
-    # Drop groups whose rewards are all equal (std below the threshold): they carry no gradient.
-    drop_zero_variance_groups: bool = True
+    # Drop groups whose rewards are all equal (std below the threshold): they carry no policy
+    # gradient. Off, as in TRL, so that every step updates; grpo=paper turns it on.
+    drop_zero_variance_groups: bool = False
     zero_variance_threshold: float = 1e-4
     # DAPO dynamic sampling: keep rolling out new batches until `batch_size` informative groups
     # are collected, at most this many generation batches per update (1 = off).

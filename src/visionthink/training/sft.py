@@ -129,7 +129,8 @@ def teacher_traces(
     tokenizer = builder.processor.tokenizer
     engine = TeacherEngine(tokenizer, builder.prompt, plans)
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=2, max_turns=2))
-    traces = driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True))
+    # The teacher writes whole turns: a budget no trace reaches
+    traces = driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True, max_new_tokens=256))
     close = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) + 1  # + <|im_end|>
     for trace in traces:
         sample = trace.episode.sample
