@@ -25,8 +25,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf, open_dict
 
-    from visionthink.evaluation.runner import load_model
-    from visionthink.models.loading import save_policy_and_processor
+    from visionthink.models.loading import load_trained_policy, save_policy_and_processor
 
     run_dir = Path(cfg.checkpoint).resolve().parent.parent
     run_config = run_dir / "config.yaml"
@@ -34,7 +33,9 @@ def main(cfg: DictConfig) -> None:
         trained = OmegaConf.load(run_config)
         with open_dict(cfg):
             cfg.model, cfg.resolution = trained.model, trained.resolution
-    _, policy, processor = load_model(cfg, instantiate(cfg.resolution))
+    _, policy, processor = load_trained_policy(
+        instantiate(cfg.model), cfg.get("checkpoint"), instantiate(cfg.resolution).processor_size()
+    )
     output = Path(cfg.output) if cfg.output else run_dir / "model"
     save_policy_and_processor(policy, processor, output)
     print(f"exported: {output}")

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from visionthink.data.sample import Sample
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.errors import InputError
-    from visionthink.evaluation.runner import load_model
+    from visionthink.models.loading import load_trained_policy
     from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig, TransformersRolloutEngine
 
     torch.manual_seed(cfg.seed)
@@ -39,7 +39,9 @@ def main(cfg: DictConfig) -> None:
     resolution = instantiate(cfg.resolution)
     image = load_image(str(cfg.image))
     resolution.check(image)
-    _, policy, processor = load_model(cfg, resolution)
+    _, policy, processor = load_trained_policy(
+        instantiate(cfg.model), cfg.get("checkpoint"), resolution.processor_size()
+    )
     builder = EpisodeBuilder(processor, instantiate(cfg.prompt), resolution)
     driver = EpisodeDriver(
         TransformersRolloutEngine(policy, processor.tokenizer),

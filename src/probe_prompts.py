@@ -31,11 +31,10 @@ def main(cfg: DictConfig) -> None:
     from visionthink.data.readers import SampleDataset
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.evaluation.report import write_atomic
-    from visionthink.evaluation.runner import load_backend
     from visionthink.paths import CONF_DIR
     from visionthink.rollout.driver import EpisodeDriver
     from visionthink.rollout.engine import SamplingConfig
-    from visionthink.rollout.factory import check_backend
+    from visionthink.rollout.factory import check_backend, load_backend
     from visionthink.selection.prompt_probe import bar_chart, markdown, probe
     from visionthink.tracking import mlflow_run
 
@@ -49,7 +48,7 @@ def main(cfg: DictConfig) -> None:
     dataset = SampleDataset(source.path, source.columns, cfg.probe.samples, validate=resolution.check)
     samples = [dataset.load(i) for i in range(len(dataset))]
     rollout = instantiate(cfg.rollout)
-    processor, backend = load_backend(cfg, rollout, resolution)
+    processor, backend = load_backend(instantiate(cfg.model), cfg.get("checkpoint"), rollout, resolution, cfg.seed)
     judge = instantiate(cfg.judge)
     sampling = SamplingConfig(max_new_tokens=cfg.probe.max_new_tokens)
     results = {}

@@ -30,9 +30,8 @@ def main(cfg: DictConfig) -> None:
     from visionthink.data.readers import SampleDataset
     from visionthink.episode.builder import EpisodeBuilder
     from visionthink.evaluation.report import write_atomic
-    from visionthink.evaluation.runner import load_backend
     from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
-    from visionthink.rollout.factory import check_backend
+    from visionthink.rollout.factory import check_backend, load_backend
     from visionthink.selection.dual_resolution import balanced, plot_differences, score_shards, summary, write_dataset
     from visionthink.tracking import mlflow_run
 
@@ -45,7 +44,7 @@ def main(cfg: DictConfig) -> None:
     source = datamodule.train_source if cfg.split == "train" else datamodule.val_source
     dataset = SampleDataset(source.path, source.columns, source.limit)
     rollout: RolloutConfig = instantiate(cfg.rollout)
-    processor, backend = load_backend(cfg, rollout, resolution)
+    processor, backend = load_backend(instantiate(cfg.model), cfg.get("checkpoint"), rollout, resolution, cfg.seed)
     driver = EpisodeDriver(backend.engine, EpisodeBuilder(processor, instantiate(cfg.prompt), resolution), rollout)
     judge = instantiate(cfg.judge)
     output = Path(cfg.paths.outputs_dir) / "select" / cfg.run_name

@@ -143,9 +143,6 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, config_n
 
 def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[str, float]:
     """Run training in this process; with `script`, a ScriptedEngine replaces the model's generation."""
-    from unittest import mock
-
-    from visionthink.training import module as module_lib
     from visionthink.training.run import train
 
     base = [
@@ -164,8 +161,7 @@ def train_in_process(tmp_path: Path, overrides: list[str], script=None) -> dict[
     def scripted_backend(config, model, tokenizer, *_, **__):
         return RolloutBackend(ScriptedEngine(tokenizer, script), NoSync())
 
-    with mock.patch.object(module_lib, "build_backend", scripted_backend):
-        return train(cfg)
+    return train(cfg, backend_factory=scripted_backend)
 
 
 class NoSync:

@@ -16,8 +16,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from conftest import ROOT, compose_train
-from visionthink.evaluation.runner import evaluate, load_model, result_key
+from visionthink.evaluation.runner import evaluate, result_key
 from visionthink.models import ModelConfig, load_policy
+from visionthink.models.loading import load_trained_policy
 
 MODES_KEYS = ("score", "resize_ratio", "visual_tokens", "visual_token_ratio", "seconds", "samples")
 
@@ -88,7 +89,9 @@ def test_a_training_checkpoint_replaces_the_weights(tmp_path, synthetic_root):
     state = {f"policy.{k}": v + 0.01 if k.endswith("lm_head.weight") else v for k, v in base.state_dict().items()}
     torch.save({"state_dict": state}, tmp_path / "c.ckpt")
     cfg = eval_config(tmp_path, synthetic_root, f"checkpoint={tmp_path / 'c.ckpt'}")
-    _, policy, _ = load_model(cfg, instantiate(cfg.resolution))
+    _, policy, _ = load_trained_policy(
+        instantiate(cfg.model), cfg.get("checkpoint"), instantiate(cfg.resolution).processor_size()
+    )
     assert torch.allclose(policy.lm_head.weight, base.lm_head.weight + 0.01)
 
 

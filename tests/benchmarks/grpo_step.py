@@ -34,11 +34,11 @@ def ours(
     from omegaconf import OmegaConf
 
     from visionthink.data.datamodule import DataSource, VisionThinkDataModule
+    from visionthink.grpo.config import GRPOConfig
     from visionthink.models import ModelConfig
     from visionthink.paths import CONF_DIR
     from visionthink.reward import RewardConfig, RuleJudge
     from visionthink.rollout import RolloutConfig, SamplingConfig
-    from visionthink.training.config import GRPOConfig
     from visionthink.training.module import VisionThinkGRPO
 
     prompt = instantiate(OmegaConf.load(CONF_DIR / "prompt" / "general_qa.yaml"))

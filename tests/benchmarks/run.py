@@ -216,7 +216,7 @@ def render(results: dict, command: str) -> str:
               f"- `make train` default run: peak RSS {mem['default_train_peak_rss_gib']:.2f} GiB in {mem['default_train_seconds']:.0f} s "
               f"(target <= 4 GiB: {'met' if mem['default_train_peak_rss_gib'] <= 4 else 'missed'})",
               f"- one step of the ~10M model (`experiment=tiny_10m`): peak RSS {mem['tiny_10m_one_step_peak_rss_gib']:.2f} GiB",
-              "", "No GPU was available to the session that ran this; the ~100M-parameter GPU comparison against TRL is not measured."]  # fmt: skip
+              "", "No GPU was available where this ran; the ~100M-parameter GPU comparison against TRL is not measured."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

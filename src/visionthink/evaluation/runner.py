@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,15 +22,13 @@ from tqdm import tqdm
 
 from visionthink.data.readers import ColumnMapping, SampleDataset
 from visionthink.episode.builder import EpisodeBuilder
-from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.errors import InputError
 from visionthink.evaluation.report import write_atomic, write_results
 from visionthink.evaluation.scoring import METRICS, Record, accounting, benchmark_scores, label_scores
-from visionthink.models.loading import load_policy_and_processor
 from visionthink.reward.scoring import judge_trajectories, prediction
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import SamplingConfig
-from visionthink.rollout.factory import RolloutBackend, build_backend, check_backend
+from visionthink.rollout.factory import check_backend, load_backend
 
 log = logging.getLogger(__name__)
 
@@ -58,48 +55,6 @@ def open_benchmarks(cfg: DictConfig, resolution: Any) -> list[Benchmark]:
     if not benchmarks:
         raise InputError("no benchmark selected", "Pass benchmark=<name> or benchmark=[a,b]")
     return benchmarks
-
-
-def load_model(cfg: DictConfig, resolution: ResolutionPolicy):
-    """``(path, policy, processor)``; the policy carries the weights of ``cfg.checkpoint`` when one is given."""
-    model_config = instantiate(cfg.model)
-    checkpoint = cfg.get("checkpoint")
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise InputError(
-            f"checkpoint {checkpoint} does not exist", "Pass a training checkpoint (.ckpt) or checkpoint=null"
-        )
-    path, policy, processor = load_policy_and_processor(model_config, resolution.processor_size())
-    if checkpoint is not None:
-        state = checkpoint_state(Path(checkpoint))
-        weights = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
-        if not weights:
-            raise InputError(
-                f"checkpoint {checkpoint} holds no policy weights", "Pass a checkpoint written by src/train.py"
-            )
-        policy.load_state_dict(weights)
-    return path, policy.eval(), processor
-
-
-def checkpoint_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of a Lightning checkpoint: a single file, or the directory DeepSpeed
-    writes (gathered into one fp32 state with Lightning's own conversion)."""
-    if checkpoint.is_dir():
-        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
-
-        with tempfile.TemporaryDirectory() as tmp:
-            single = Path(tmp) / "fp32.ckpt"
-            convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(single))
-            return torch.load(single, map_location="cpu", weights_only=False)["state_dict"]
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def load_backend(cfg: DictConfig, rollout: RolloutConfig, resolution: ResolutionPolicy) -> tuple[Any, RolloutBackend]:
-    """The processor and the configured rollout backend, generating with ``cfg.checkpoint``'s weights when given."""
-    path, policy, processor = load_model(cfg, resolution)
-    backend = build_backend(rollout, policy, processor.tokenizer, path, resolution, cfg.seed)
-    if cfg.get("checkpoint") is not None:
-        backend.weight_sync.push(policy)
-    return processor, backend
 
 
 def evaluate_mode(
@@ -189,7 +144,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, dict[str, float]]]:
     rollout = replace(base_rollout, group_size=1, max_images=cfg.eval.max_images, max_turns=cfg.eval.max_turns)
     judge = instantiate(cfg.judge)
     judge.probe()
-    processor, backend = load_backend(cfg, rollout, resolution)
+    processor, backend = load_backend(instantiate(cfg.model), cfg.get("checkpoint"), rollout, resolution, cfg.seed)
     output = Path(cfg.paths.outputs_dir) / "eval" / cfg.run_name
     results: dict[str, dict[str, dict[str, float]]] = {}
     try:

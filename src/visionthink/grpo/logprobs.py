@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from visionthink.models.qwen import pack_requests, rope_model
 from visionthink.rollout.engine import GenerationRequest
-from visionthink.rollout.hf_engine import pack_requests, rope_model
 from visionthink.rollout.trajectory import Trajectory
 
 

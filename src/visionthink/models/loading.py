@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from visionthink.errors import InputError
 from visionthink.models.tiny import TinyModelSpec, ensure_tiny_checkpoint
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,3 +117,35 @@ def save_policy_and_processor(policy, processor, directory: str | Path, state_di
     processor.tokenizer.save_pretrained(directory)
     write_video_processor_config(directory, processor.image_processor)
     return directory
+
+
+def load_trained_policy(config: ModelConfig, checkpoint: str | None, processor_size: dict) -> tuple[str, Any, Any]:
+    """``(path, policy, processor)`` in eval mode; the policy carries ``checkpoint``'s weights (a
+    training checkpoint of src/train.py) when one is given."""
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise InputError(
+            f"checkpoint {checkpoint} does not exist", "Pass a training checkpoint (.ckpt) or checkpoint=null"
+        )
+    path, policy, processor = load_policy_and_processor(config, processor_size)
+    if checkpoint is not None:
+        state = checkpoint_state(Path(checkpoint))
+        weights = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
+        if not weights:
+            raise InputError(
+                f"checkpoint {checkpoint} holds no policy weights", "Pass a checkpoint written by src/train.py"
+            )
+        policy.load_state_dict(weights)
+    return path, policy.eval(), processor
+
+
+def checkpoint_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a Lightning checkpoint: a single file, or the directory DeepSpeed
+    writes (gathered into one fp32 state with Lightning's own conversion)."""
+    if checkpoint.is_dir():
+        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+        with tempfile.TemporaryDirectory() as tmp:
+            single = Path(tmp) / "fp32.ckpt"
+            convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(single))
+            return torch.load(single, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]

@@ -1,9 +1,15 @@
-"""Qwen2.5-VL's special tokens as the rollout engines use them."""
+"""What is particular to Qwen2.5-VL: its special tokens, how requests become model inputs, where
+its rope index lives. Another model family gets a module like this one."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from visionthink.rollout.engine import GenerationRequest
 
 # Tokens a policy must never generate: a generated placeholder would desynchronise image
 # features and image tokens.
@@ -22,3 +28,34 @@ def token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
 def is_vision_parameter(name: str) -> bool:
     """Parameters of the vision tower and its patch merger (``model.visual.*``, also under wrappers)."""
     return ".visual." in f".{name}"
+
+
+def pack_requests(
+    requests: Sequence[GenerationRequest], pad_id: int, image_token_id: int, padding_side: str = "left"
+) -> dict[str, torch.Tensor]:
+    """Pad token ids into one batch and gather the images' ``pixel_values`` rows in sequence order."""
+    length = max(len(r.token_ids) for r in requests)
+    input_ids = torch.full((len(requests), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(requests), length), dtype=torch.long)
+    for row, request in enumerate(requests):
+        ids = torch.tensor(request.token_ids, dtype=torch.long)
+        span = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
+        input_ids[row, span], attention_mask[row, span] = ids, 1
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "mm_token_type_ids": (input_ids == image_token_id).int() * attention_mask.int(),
+    }
+    images = [image for request in requests for image in request.images]
+    if images:
+        batch["pixel_values"] = torch.cat([image.pixel_values for image in images])
+        batch["image_grid_thw"] = torch.stack([image.grid_thw for image in images])
+    return batch
+
+
+def rope_model(model: Any) -> Any:
+    """The inner ``Qwen2_5_VLModel`` (which owns ``get_rope_index``), also through PEFT wrappers."""
+    inner = model
+    while not hasattr(inner, "get_rope_index"):
+        inner = inner.model
+    return inner

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from visionthink.episode.resolution import ResolutionPolicy
+from visionthink.models.loading import ModelConfig, load_trained_policy
 from visionthink.rollout.driver import RolloutConfig
 from visionthink.rollout.engine import RolloutEngine
 from visionthink.rollout.hf_engine import TransformersRolloutEngine
@@ -37,3 +39,15 @@ def build_backend(
         return RolloutBackend(engine, CopyToEngineSync(engine))
     engine = TransformersRolloutEngine(policy, tokenizer, config.reuse_kv_cache)
     return RolloutBackend(engine, SharedModuleSync(engine))
+
+
+def load_backend(
+    model: ModelConfig, checkpoint: str | None, rollout: RolloutConfig, resolution: ResolutionPolicy, seed: int
+) -> tuple[Any, RolloutBackend]:
+    """The processor and the configured rollout backend, generating with ``checkpoint``'s weights
+    when one is given (evaluation and the research tools)."""
+    path, policy, processor = load_trained_policy(model, checkpoint, resolution.processor_size())
+    backend = build_backend(rollout, policy, processor.tokenizer, path, resolution, seed)
+    if checkpoint is not None:
+        backend.weight_sync.push(policy)
+    return processor, backend

@@ -13,33 +13,10 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
-from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, token_ids
+from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, pack_requests, rope_model, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import CachedBatch, cache_rows, continue_from_cache, match
 from visionthink.rollout.seeding import SeededGumbelSampling
-
-
-def pack_requests(
-    requests: Sequence[GenerationRequest], pad_id: int, image_token_id: int, padding_side: str = "left"
-) -> dict[str, torch.Tensor]:
-    """Pad token ids into one batch and gather the images' ``pixel_values`` rows in sequence order."""
-    length = max(len(r.token_ids) for r in requests)
-    input_ids = torch.full((len(requests), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(requests), length), dtype=torch.long)
-    for row, request in enumerate(requests):
-        ids = torch.tensor(request.token_ids, dtype=torch.long)
-        span = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
-        input_ids[row, span], attention_mask[row, span] = ids, 1
-    batch = {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "mm_token_type_ids": (input_ids == image_token_id).int() * attention_mask.int(),
-    }
-    images = [image for request in requests for image in request.images]
-    if images:
-        batch["pixel_values"] = torch.cat([image.pixel_values for image in images])
-        batch["image_grid_thw"] = torch.stack([image.grid_thw for image in images])
-    return batch
 
 
 class TransformersRolloutEngine:
@@ -152,11 +129,3 @@ class TransformersRolloutEngine:
             if token in self.stop_ids:
                 return GenerationResult(token_ids=ids[: index + 1], stopped=True)
         return GenerationResult(token_ids=ids, stopped=False)
-
-
-def rope_model(model: Any) -> Any:
-    """The inner ``Qwen2_5_VLModel`` (which owns ``get_rope_index``), also through PEFT wrappers."""
-    inner = model
-    while not hasattr(inner, "get_rope_index"):
-        inner = inner.model
-    return inner

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,22 +25,20 @@ from visionthink.episode.builder import EpisodeBuilder
 from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.errors import InputError
-from visionthink.grpo.advantages import group_advantages, zero_variance_groups
-from visionthink.grpo.correction import rollout_correction
-from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logprobs
-from visionthink.grpo.loss import aggregate_tokens, grpo_loss
+from visionthink.grpo.advantages import zero_variance_groups
+from visionthink.grpo.config import GRPOConfig
+from visionthink.grpo.update import GRPOUpdate, Hooks
 from visionthink.metrics.distributed import gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
 from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
-from visionthink.rollout.factory import build_backend
+from visionthink.rollout.factory import RolloutBackend, build_backend
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.sync import full_parameters
-from visionthink.training.collectives import all_ranks, max_across_ranks, sum_across_ranks, world_size
-from visionthink.training.config import GRPOConfig
+from visionthink.training.collectives import all_ranks
 from visionthink.training.optim import (
     configure_optimization,
     freeze_vision_tower,
@@ -71,6 +69,7 @@ class VisionThinkGRPO(L.LightningModule):
         scheduler: Any | None = None,
         seed: int = 0,
         vision_lr_scale: float = 1.0,
+        backend_factory: Callable[..., RolloutBackend] = build_backend,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -80,6 +79,8 @@ class VisionThinkGRPO(L.LightningModule):
         self.reward_config, self.judge, self.grpo = reward, judge, grpo
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.vision_lr_scale = vision_lr_scale
+        # Builds the rollout engine and its weight sync (rollout/factory.py; tests pass a scripted one)
+        self.backend_factory = backend_factory
         # Rollout noise is keyed by (seed, step, sample, rollout): runs reproduce on any number of ranks.
         self.seed = seed
         self.policy: Any = None
@@ -105,14 +106,26 @@ class VisionThinkGRPO(L.LightningModule):
         self.pad_id = tokenizer.pad_token_id
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
-        backend = build_backend(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
+        backend = self.backend_factory(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
         self.engine, self.weight_sync = backend.engine, backend.weight_sync
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
+        self.update = GRPOUpdate(
+            self.grpo,
+            self.rollout_config.group_size,
+            self.sampling.temperature,
+            self.pad_id,
+            self.image_token_id,
+            # Lightning's backward and clipping know the precision plugin and the strategy
+            Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients),
+        )
         if self.grpo.beta > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
             if str(self.trainer.precision).startswith("bf16"):
                 self.reference.to(torch.bfloat16)  # frozen: no master weights needed
         log.info("%s", parameter_summary(self.policy, self.vision_lr_scale, self.reference is not None))
+
+    def _clip_gradients(self, optimizer: Any, max_norm: float) -> None:
+        self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path:
@@ -218,132 +231,20 @@ class VisionThinkGRPO(L.LightningModule):
         self.log_dict(metrics, logger=False)
 
     def _update(self, groups: list[ScoredGroup]) -> dict[str, float]:
-        """PPO epochs x mini-batches of optimizer steps over the kept groups.
-
-        All ranks run the same number of steps and of backward passes per step (a rank with fewer
-        groups pads with zero-loss passes); when no rank has anything to learn from, one step
-        without gradients keeps the step count (torch optimizers skip parameters without a
-        gradient, weight decay included)."""
-        size = self.rollout_config.group_size
-        trajectories = [t for g in groups for t in g.trajectories]
-        rewards = torch.tensor([s.reward for g in groups for s in g.scores])
-        advantages = group_advantages(rewards, size, scale=self.grpo.scale_advantages) if groups else rewards
-        micro = self.grpo.micro_batch_size
-        steps = [
-            list(range(group_slice.start * size, group_slice.stop * size))
-            for _ in range(self.grpo.ppo_epochs)
-            for group_slice in self._mini_batches(len(groups))
-        ]
-        passes = max_across_ranks([len(steps)] + [math.ceil(len(rows) / micro) for rows in steps])
-        steps += [[] for _ in range(passes[0] - len(steps))]
-        # Each step's loss is normalised by the tokens (or sequences) of all ranks together, so
-        # the gradient DDP averages equals the single-process one.
-        if self.grpo.aggregate == "token-mean":
-            local_sizes = [float(sum(trajectories[r].generated_tokens for r in rows)) for rows in steps]
-        else:
-            local_sizes = [float(len(rows)) for rows in steps]
-        global_sizes = sum_across_ranks(local_sizes)
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        if passes[0] == 0:
-            optimizer.zero_grad(set_to_none=True)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            return {"train/updated_groups": 0.0, **self._learning_rates(optimizer)}
-
-        temperature = self.sampling.temperature
-        old = ref = weights = None
-        mismatch: dict[str, float] = {}
-        engine_logprobs = bool(trajectories) and all(t.rollout_logprobs for t in trajectories)
-        if len(steps) > 1 or engine_logprobs:
-            old = trajectory_logprobs(self.policy, trajectories, self.pad_id, self.image_token_id, micro, temperature)
-        if engine_logprobs:
-            weights, mismatch = rollout_correction(trajectories, old, self.grpo.tis_cap)
-        if self.reference is not None:
-            ref = trajectory_logprobs(
-                self.reference, trajectories, self.pad_id, self.image_token_id, micro, temperature
-            )
-        totals: dict[str, list[float]] = {}
-        for rows, backward_passes, global_size in zip(steps, passes[1:], global_sizes, strict=True):
-            parts = self._optimizer_step(
-                trajectories, advantages, rows, old, ref, weights, backward_passes, global_size, optimizer, scheduler
-            )
-            for name, value in parts.items():
-                totals.setdefault(name, []).append(value)
-        self.weight_sync.push(self.policy)
-        metrics = {f"train/{name}": float(np.mean(values)) for name, values in totals.items()}
-        metrics.update(mismatch)
-        if groups:
-            metrics["train/advantage_abs"] = float(advantages.abs().mean())
-        metrics["train/updated_groups"] = float(len(groups))
-        metrics.update(self._learning_rates(optimizer))
+        """The GRPO update over the kept groups, then the new weights to the rollout engine."""
+        optimizer = self.optimizers()
+        metrics = self.update(
+            self.policy,
+            self.reference,
+            [t for g in groups for t in g.trajectories],
+            torch.tensor([s.reward for g in groups for s in g.scores]),
+            optimizer,
+            self.lr_schedulers(),
+        )
+        if metrics["train/optimizer_steps"]:
+            self.weight_sync.push(self.policy)
+        metrics.update({f"train/{name}": value for name, value in learning_rates(optimizer).items()})
         return metrics
-
-    @staticmethod
-    def _learning_rates(optimizer) -> dict[str, float]:
-        return {f"train/{name}": value for name, value in learning_rates(optimizer).items()}
-
-    def _mini_batches(self, num_groups: int) -> list[slice]:
-        if num_groups == 0:
-            return []
-        size = self.grpo.mini_batch_size or num_groups
-        return [slice(start, min(start + size, num_groups)) for start in range(0, num_groups, size)]
-
-    def _optimizer_step(
-        self, trajectories, advantages, rows, old, ref, weights, backward_passes, global_size, optimizer, scheduler
-    ) -> dict[str, float]:
-        optimizer.zero_grad()
-        ranks = world_size()
-        micro = self.grpo.micro_batch_size
-        chunks = [rows[start : start + micro] for start in range(0, len(rows), micro)]
-        summed: dict[str, float] = {}
-        for chunk in chunks:
-            chunk_trajectories = [trajectories[r] for r in chunk]
-            logprobs, mask, entropy = token_logprobs(
-                self.policy,
-                chunk_trajectories,
-                self.pad_id,
-                self.image_token_id,
-                self.sampling.temperature,
-                with_entropy=True,
-                entropy_grad=self.grpo.entropy_coef > 0,
-            )
-            length = logprobs.shape[1]
-            old_lp = pad_rows([old[r] for r in chunk], length).to(logprobs) if old is not None else logprobs.detach()
-            ref_lp = pad_rows([ref[r] for r in chunk], length).to(logprobs) if ref is not None else None
-            tis = pad_rows([weights[r] for r in chunk], length).to(logprobs) if weights is not None else None
-            loss, parts = grpo_loss(
-                logprobs,
-                old_lp,
-                advantages[chunk].to(logprobs.device),
-                mask,
-                ref_logprobs=ref_lp,
-                clip_low=self.grpo.clip_low,
-                clip_high=self.grpo.clip_high,
-                beta=self.grpo.beta,
-                kl=self.grpo.kl_estimator,
-                aggregate=self.grpo.aggregate,
-                importance_weights=tis,
-            )
-            mean_entropy = aggregate_tokens(entropy, mask, self.grpo.aggregate)
-            parts["entropy"] = mean_entropy.detach()
-            if self.grpo.entropy_coef > 0:
-                loss = loss - self.grpo.entropy_coef * mean_entropy
-            # Weight micro-batches so the step's loss equals one pass over the whole mini-batch of
-            # every rank (DDP then divides the summed gradients by the number of ranks).
-            size = float(mask.sum()) if self.grpo.aggregate == "token-mean" else float(len(chunk))
-            weight = size / max(global_size, 1.0) * ranks
-            self.manual_backward(loss * weight)
-            for name, value in parts.items():
-                summed[name] = summed.get(name, 0.0) + float(value) * weight
-        for _ in range(backward_passes - len(chunks)):
-            # Another rank has more micro-batches: join its gradient all-reduce with zeros.
-            self.manual_backward(sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0)
-        self.clip_gradients(optimizer, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        return summed
 
     # ------------------------------------------------------------- validation
     def validation_step(self, batch: SampleBatch, batch_idx: int) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from visionthink.rollout.factory import check_backend
+from visionthink.rollout.factory import build_backend, check_backend
 from visionthink.sweep.tracking import slurm_tags, trial_tags
 from visionthink.tracking import mark_model_training
 from visionthink.training.module import VisionThinkGRPO
@@ -40,7 +41,9 @@ for message in (
     warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
 
 
-def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
+def build_module(
+    cfg: DictConfig, resolution: Any, backend_factory: Callable[..., Any] = build_backend
+) -> VisionThinkGRPO:
     check_backend(cfg.rollout)
     judge = instantiate(cfg.judge)
     judge.probe()
@@ -56,6 +59,7 @@ def build_module(cfg: DictConfig, resolution: Any) -> VisionThinkGRPO:
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         seed=cfg.seed,
         vision_lr_scale=cfg.optim.vision_lr_scale,
+        backend_factory=backend_factory,
     )
 
 
@@ -100,8 +104,9 @@ def log_config(loggers: list[Any], cfg: DictConfig, output_dir: Path, resuming: 
             logger.experiment.log_artifact(logger.run_id, str(config_file))
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured run; returns the final metrics (train/, val/, perf/)."""
+def train(cfg: DictConfig, backend_factory: Callable[..., Any] = build_backend) -> dict[str, float]:
+    """Fit the configured run; returns the final metrics (train/, val/, perf/). ``backend_factory``
+    builds the rollout engine and its weight sync (rollout/factory.py's, unless a test brings one)."""
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resolution = instantiate(cfg.resolution)
     # Partial instantiation: Hydra would turn a dataclass kwarg back into a config node.
     datamodule = instantiate(cfg.data, _partial_=True)(resolution=resolution)
-    module = build_module(cfg, resolution)
+    module = build_module(cfg, resolution, backend_factory)
     loggers = build_loggers(cfg, resuming=ckpt_path is not None)
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
