@@ -66,7 +66,7 @@ bench: $(STAMP) ## Benchmarks (ours vs TRL, multi-turn cost, adaptive inference,
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) tests/benchmarks/run.py $(ARGS)
 
-reproduce: $(STAMP) ## VisionThink in miniature (~25 min on 2 cores) -> docs/reproduction.md; resumes
+reproduce: $(STAMP) ## VisionThink in miniature (~70 min on 2 cores, 2 seeds) -> docs/reproduction.md; resumes
 	$(PY) src/reproduce.py $(ARGS)
 
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite

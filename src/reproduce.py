@@ -1,7 +1,7 @@
 """VisionThink in miniature, end to end on CPU: SFT -> GRPO (paper penalty, no penalty, flat
 penalty) -> evaluation in adaptive/full/low modes -> a short theta sweep -> docs/reproduction.md.
 
-    make reproduce                     # ~25 min on 2 cores; resumes if interrupted
+    make reproduce                     # ~70 min on 2 cores (2 seeds); resumes if interrupted
     python src/reproduce.py grpo.steps=5 sft.epochs=1     # a quick pass
 """
 
