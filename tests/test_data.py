@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMALL_RESOLUTION
+from conftest import SMALL_RESOLUTION, compose_train
 from visionthink.data import (
     ColumnMapping,
     DataFormatError,
@@ -245,3 +245,15 @@ def test_a_loader_over_the_sampler_trains_every_epoch(synthetic_root):
     loader = StatefulDataLoader(list(range(8)), batch_sampler=sampler)
     for _ in range(3):
         assert sorted(int(i) for batch in take(loader, len(loader)) for i in batch) == list(range(8))
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (8, 4)])
+def test_num_workers_null_uses_the_spare_cpus(monkeypatch, cpus, workers):
+    """`data=visionthink` ships `num_workers: null`: no more loader processes than the machine has."""
+    import os
+
+    from visionthink.data.datamodule import DataSource, VisionThinkDataModule
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert VisionThinkDataModule(DataSource("unused"), num_workers=None).num_workers == workers
+    assert compose_train(["data=visionthink"]).data.num_workers is None

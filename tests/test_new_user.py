@@ -4,6 +4,7 @@ rows under DataLoader workers, and wrong config values."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -55,6 +56,11 @@ def test_bad_rows_under_two_workers_are_skipped_named_and_counted_once(tmp_path)
         assert output.count(f"(row {line} of {data})") == 1, (line, output[-3000:])
     client, (run,) = mlflow_run(tmp_path, "mine")
     assert max(history(client, run.info.run_id, "data/skipped_samples").values()) == 4
+    # The progress bar carries what a user watches
+    flat = " ".join(output.split())  # the bar wraps its metrics over lines
+    for key in ("reward", "acc", "resize", "vis_tokens", "step_s"):
+        assert re.search(rf"\b{key}: [0-9.]+", flat), (key, output[-2000:])
+    assert "srun" not in output  # Lightning's hint for machines with SLURM installed is filtered
 
 
 @pytest.mark.slow

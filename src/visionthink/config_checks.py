@@ -51,7 +51,7 @@ POSITIVE = Range(low=0.0, low_inclusive=False)
 TRAINING_RULES: dict[str, Range] = {
     "data.batch_size": POSITIVE_INT,
     "data.val_batch_size": POSITIVE_INT,
-    "data.num_workers": Range(low=0, integer=True),
+    "data.num_workers": Range(low=0, integer=True, optional=True),
     # GRPO normalises rewards within a group: one rollout per prompt has no advantage.
     "rollout.group_size": Range(low=2, integer=True),
     "rollout.max_images": POSITIVE_INT,

@@ -7,6 +7,7 @@ batch, and ``batch_size`` counts prompts per step across all ranks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,12 @@ class DataSource:
     limit: int | None = None
 
 
+def spare_cpus(at_most: int = 4) -> int:
+    """Loader processes for ``num_workers: null``: the CPUs this process may use beyond its own
+    (training needs one), at most ``at_most``."""
+    return max(0, min(at_most, len(os.sched_getaffinity(0)) - 1))
+
+
 class VisionThinkDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -35,7 +42,7 @@ class VisionThinkDataModule(L.LightningDataModule):
         val: DataSource | None = None,
         batch_size: int = 2,
         val_batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | None = 0,
         seed: int = 0,
         on_bad_sample: BadSamplePolicy = "skip",
         resolution: ResolutionPolicy | None = None,
@@ -44,7 +51,8 @@ class VisionThinkDataModule(L.LightningDataModule):
         super().__init__()
         self.train_source, self.val_source = train, val
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
-        self.num_workers, self.seed = num_workers, seed
+        self.num_workers = spare_cpus() if num_workers is None else num_workers
+        self.seed = seed
         self.collate = CollateSamples(on_bad_sample)
         self.resolution = resolution or ResolutionPolicy()
         # When set, the synthetic set is written on first use under the train path's parent.

@@ -215,6 +215,7 @@ class VisionThinkGRPO(L.LightningModule):
         metrics["perf/step_seconds"] = time.perf_counter() - step_started
         self.publish(metrics, weight=len(trajectories))
         progress = {"reward": "train/reward", "acc": "train/accuracy", "resize": "train/resize_ratio",
+                    "vis_tokens": "train/visual_tokens", "step_s": "perf/step_seconds",
                     "judge_invalid": "judge/invalid_rate"}  # fmt: skip
         self.log_dict({k: metrics.get(v, float("nan")) for k, v in progress.items()}, prog_bar=True, logger=False)
 

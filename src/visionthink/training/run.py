@@ -37,6 +37,8 @@ for message in (
     "It is recommended to use `self.log(",
     # Lightning suggests more loader workers than a small machine has; data.num_workers decides.
     "does not have many workers which may be a bottleneck",
+    # Lightning's hint on machines with SLURM installed, for runs not started by srun (submitit's jobs are).
+    "The `srun` command is available on your system but is not used",
 ):
     warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
 
