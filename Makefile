@@ -94,7 +94,9 @@ format: $(STAMP) ## Format with ruff
 	$(PY) -m ruff format src tests
 	$(PY) -m ruff check --fix src tests
 
+# MLflow 3's UI opens in its GenAI view; the URL's workflowType switches it to model training
 mlflow-ui: $(STAMP) ## Open the MLflow UI on outputs/mlflow.db (http://127.0.0.1:5000)
+	@echo "Open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## Remove outputs/, caches and the generated data (keeps .venv and .venv-vllm)
