@@ -108,3 +108,21 @@ def test_a_step_whose_groups_are_all_filtered_still_counts_and_changes_no_weight
     assert step == 2
     initial = load_policy(ModelConfig()).state_dict()
     assert all(torch.equal(weights[f"policy.{name}"], value) for name, value in initial.items())
+
+
+def test_a_run_folder_started_afresh_ends_the_mlflow_run_a_kill_left_running(tmp_path):
+    import mlflow
+
+    from conftest import answer_turn, train_in_process
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("visionthink", artifact_location=str(tmp_path / "artifacts"))
+    killed = client.create_run(experiment).info.run_id  # RUNNING, as a kill -9 leaves it
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "mlflow_run_id").write_text(killed)
+    train_in_process(
+        tmp_path, ["trainer.max_steps=1", "data.val=null", "optimized_metrics=[]"], script=lambda r: answer_turn("red")
+    )
+    assert client.get_run(killed).info.status == "KILLED"
+    fresh = (tmp_path / "run" / "mlflow_run_id").read_text()
+    assert fresh != killed and client.get_run(fresh).info.status == "FINISHED"

@@ -18,6 +18,17 @@ def mark_model_training(client: mlflow.MlflowClient, experiment_id: str) -> None
 
 
 @contextmanager
+def end_abandoned_run(tracking_uri: str, run_id: str) -> None:
+    """Mark a run that a kill left RUNNING as KILLED (MLflow would show it running forever)."""
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:  # deleted, or from another tracking store
+        return
+    if run.info.status == "RUNNING":
+        client.set_terminated(run_id, status="KILLED")
+
+
 def mlflow_run(
     settings: Any, run_name: str, tags: dict[str, str] | None = None
 ) -> Iterator[tuple[mlflow.MlflowClient, str]]:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionthink.rollout.factory import build_backend, check_backend
 from visionthink.sweep.tracking import slurm_tags, trial_tags
-from visionthink.tracking import mark_model_training
+from visionthink.tracking import end_abandoned_run, mark_model_training
 from visionthink.training.module import VisionThinkGRPO
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,11 @@ def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         overrides = {}
-        if name == "mlflow" and resuming and run_id_file.exists():
-            overrides["run_id"] = run_id_file.read_text().strip()
+        if name == "mlflow" and run_id_file.exists():
+            if resuming:
+                overrides["run_id"] = run_id_file.read_text().strip()
+            else:  # the folder starts afresh: its earlier run, if a kill left it RUNNING, is over
+                end_abandoned_run(logger_cfg.tracking_uri, run_id_file.read_text().strip())
         if name == "mlflow":
             overrides["tags"] = {**trial_tags(cfg.get("sweep")), **slurm_tags()} or None
         loggers.append(instantiate(logger_cfg, **overrides))
