@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from train_runs import history, mlflow_run, run, run_until_checkpoint_then_kill
 from visionthink.models import ModelConfig, load_policy
 
 pytestmark = pytest.mark.slow
+IMAGE = re.compile(r"data:image/png;base64,|mlflow-attachment://.*content_type=image%2Fpng")
 
 REQUIRED_METRICS = [
     "train/reward", "train/accuracy", "train/format", "train/penalty", "train/resize_ratio", "train/visual_tokens",
@@ -37,6 +39,14 @@ def test_two_step_run_logs_everything_to_mlflow(tmp_path):
     assert mlrun.data.params["model/tiny/text_hidden_size"] == "128"
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"config.yaml", "rollouts"} <= artifacts
+    # The same sample rollouts as traces in the run's Traces tab: one span per turn, with its image.
+    traces = client.search_traces(locations=[mlrun.info.experiment_id], run_id=mlrun.info.run_id)
+    assert traces and all(t.info.request_metadata["mlflow.sourceRun"] == mlrun.info.run_id for t in traces)
+    for trace in traces:
+        turns = [span for span in trace.data.spans if span.name.startswith("turn ")]
+        # MLflow stores an inline PNG as a trace attachment
+        assert turns and all(IMAGE.match(span.inputs["image"]) for span in turns), turns[0].inputs
+        assert all(span.outputs["generated_tokens"] > 0 for span in turns)
     # The experiment opens in MLflow's model-training view, not the GenAI one.
     experiment = client.get_experiment(mlrun.info.experiment_id)
     assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"

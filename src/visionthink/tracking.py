@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,3 +71,50 @@ def log_evaluation(cfg: Any, results: dict[str, dict[str, dict[str, float]]], ou
                         client.log_metric(run_id, f"{benchmark}/{mode}/{name}".replace("mme/", "mme_"), float(value))
         for name in ("results.json", "table.md", "score_vs_tokens.png"):
             client.log_artifact(run_id, str(output / name))
+
+
+def image_data_uri(image: Any) -> str:
+    """A PIL image as a PNG data URI, the form the MLflow trace view shows inline."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def log_rollout_traces(logger: Any, step: int, rows: list[tuple[Any, Any]]) -> None:
+    """One MLflow trace per trajectory (Traces tab, linked to the run): the question at the root,
+    and one span per turn with the image the model saw, its text and its token count."""
+    # Traces are exported through the process-wide tracking URI, asynchronously.
+    client = logger.experiment
+    mlflow.set_tracking_uri(client.tracking_uri)
+    for trajectory, score in rows:
+        sample = trajectory.episode.sample
+        root = client.start_trace(
+            f"rollout step {step}",
+            span_type="AGENT",
+            inputs={"question": sample.question, "answer": sample.answer},
+            experiment_id=logger.experiment_id,
+            run_id=logger.run_id,
+            tags={"step": str(step), "group": str(trajectory.group), "rollout": str(trajectory.rollout)},
+        )
+        for index, turn in enumerate(trajectory.turns):
+            # Turn 1 sees the low view; a turn after a resize also sees the image it returned.
+            image = trajectory.images[min(index, len(trajectory.images) - 1)]
+            span = client.start_span(
+                f"turn {index + 1}",
+                trace_id=root.trace_id,
+                parent_id=root.span_id,
+                span_type="LLM",
+                inputs={"image": image_data_uri(image.image), "visual_tokens": image.visual_tokens},
+            )
+            outputs = {"text": turn.text, "generated_tokens": turn.generated_tokens, "truncated": turn.truncated}
+            client.end_span(root.trace_id, span.span_id, outputs=outputs)
+        client.end_trace(
+            root.trace_id,
+            outputs={
+                "reward": score.reward,
+                "used_high_res": trajectory.used_high_res,
+                "visual_tokens": trajectory.visual_tokens,
+                "end_reason": trajectory.end_reason,
+            },
+        )
+    mlflow.flush_trace_async_logging()

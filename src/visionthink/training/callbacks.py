@@ -6,11 +6,13 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 
+from visionthink.tracking import log_rollout_traces
+
 
 class RolloutSampleLogger(L.Callback):
     """After the first step and every N optimizer steps, log a table of sample trajectories
     (question, answer, turns, whether high resolution was used, reward, and the last image the
-    model saw) to MLflow."""
+    model saw) to MLflow, and the same trajectories as traces (one span per turn)."""
 
     def __init__(self, every_n_steps: int = 10, max_samples: int = 4):
         self.every_n_steps, self.max_samples = every_n_steps, max_samples
@@ -40,6 +42,7 @@ class RolloutSampleLogger(L.Callback):
             "last_image_seen": [t.images[-1].image for t, _ in rows],
         }
         logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"rollouts/step_{step:06d}.json")
+        log_rollout_traces(logger, step, rows)
 
 
 class StepProgressBar(RichProgressBar):
