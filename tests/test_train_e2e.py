@@ -136,3 +136,32 @@ def test_a_run_folder_started_afresh_ends_the_mlflow_run_a_kill_left_running(tmp
     assert client.get_run(killed).info.status == "KILLED"
     fresh = (tmp_path / "run" / "mlflow_run_id").read_text()
     assert fresh != killed and client.get_run(fresh).info.status == "FINISHED"
+
+
+def test_rollout_traces_of_two_runs_with_one_seed_do_not_collide(tmp_path, builder, samples, scripted):
+    import random
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from conftest import TOOL_TURN, answer_turn
+    from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig
+    from visionthink.tracking import log_rollout_traces
+
+    turns = iter([TOOL_TURN, answer_turn("red")] * 2)
+    driver = EpisodeDriver(scripted(lambda request: next(turns)), builder, RolloutConfig(group_size=1))
+    (trajectory,) = driver.run([builder.build(samples[0], "adaptive")], SamplingConfig(max_new_tokens=64))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("visionthink", artifact_location=str(tmp_path / "artifacts"))
+    for _ in range(2):  # two runs of the same seed
+        run = client.create_run(experiment).info.run_id
+        random.seed(0)
+        log_rollout_traces(
+            SimpleNamespace(experiment=client, experiment_id=experiment, run_id=run),
+            1,
+            [(trajectory, SimpleNamespace(reward=1.0))],
+        )
+        assert random.random() == random.Random(0).random()  # training's random stream is untouched
+        (trace,) = client.search_traces(locations=[experiment], run_id=run)
+        assert [span.name for span in trace.data.spans] == ["rollout step 1", "turn 1", "turn 2"]
+    assert len(client.search_traces(locations=[experiment])) == 2

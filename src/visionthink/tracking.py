@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -86,6 +88,18 @@ def log_rollout_traces(logger: Any, step: int, rows: list[tuple[Any, Any]]) -> N
     # Traces are exported through the process-wide tracking URI, asynchronously.
     client = logger.experiment
     mlflow.set_tracking_uri(client.tracking_uri)
+    # Span ids come from Python's global RNG, which the run's seed fixes: two runs of one seed
+    # would write the same trace ids. Draw them from fresh entropy and leave training's stream as it was.
+    training_random_state = random.getstate()
+    random.seed(os.urandom(16))
+    try:
+        _log_traces(client, logger, step, rows)
+    finally:
+        random.setstate(training_random_state)
+    mlflow.flush_trace_async_logging()
+
+
+def _log_traces(client: Any, logger: Any, step: int, rows: list[tuple[Any, Any]]) -> None:
     for trajectory, score in rows:
         sample = trajectory.episode.sample
         root = client.start_trace(
@@ -117,4 +131,3 @@ def log_rollout_traces(logger: Any, step: int, rows: list[tuple[Any, Any]]) -> N
                 "end_reason": trajectory.end_reason,
             },
         )
-    mlflow.flush_trace_async_logging()
