@@ -47,7 +47,9 @@ class Episode:
     prompt: Segment
     first_view: View
     high_view: View
-    _tool_response: Segment | None = field(default=None, repr=False)
+    # The user turn carrying the high-resolution image: encoded by EpisodeBuilder.tool_response the
+    # first time a rollout of this episode asks for it, then shared by the group's rollouts
+    encoded_tool_response: Segment | None = field(default=None, repr=False)
 
 
 class EpisodeBuilder:
@@ -75,9 +77,9 @@ class EpisodeBuilder:
         """The user turn carrying the high-resolution image, built once per episode."""
         if self._tool_response_text is None:
             raise ValueError(f"prompt {self.prompt.name!r} declares no tool")
-        if episode._tool_response is None:
-            episode._tool_response = self.encode(self._tool_response_text, [episode.high_view.image])
-        return episode._tool_response
+        if episode.encoded_tool_response is None:
+            episode.encoded_tool_response = self.encode(self._tool_response_text, [episode.high_view.image])
+        return episode.encoded_tool_response
 
     def error_turn(self, error: str) -> Segment:
         return self.encode(continuation_text(self.processor, self.prompt.error_message(error), self._eos), [])
