@@ -21,7 +21,6 @@ def mark_model_training(client: mlflow.MlflowClient, experiment_id: str) -> None
     client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
 
 
-@contextmanager
 def end_abandoned_run(tracking_uri: str, run_id: str) -> None:
     """Mark a run that a kill left RUNNING as KILLED (MLflow would show it running forever)."""
     client = mlflow.MlflowClient(tracking_uri)
@@ -33,6 +32,7 @@ def end_abandoned_run(tracking_uri: str, run_id: str) -> None:
         client.set_terminated(run_id, status="KILLED")
 
 
+@contextmanager
 def mlflow_run(
     settings: Any, run_name: str, tags: dict[str, str] | None = None
 ) -> Iterator[tuple[mlflow.MlflowClient, str]]:
