@@ -21,6 +21,19 @@ def mark_model_training(client: mlflow.MlflowClient, experiment_id: str) -> None
     client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
 
 
+def experiment_for(client: mlflow.MlflowClient, settings: Any) -> str:
+    """The id of experiment ``settings.experiment_name``, created (at ``settings.artifact_location``)
+    when it does not exist yet, and tagged as model training."""
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(settings.experiment_name, artifact_location=settings.get("artifact_location"))
+    )
+    mark_model_training(client, experiment_id)
+    return experiment_id
+
+
 def end_abandoned_run(tracking_uri: str, run_id: str) -> None:
     """Mark a run that a kill left RUNNING as KILLED (MLflow would show it running forever)."""
     client = mlflow.MlflowClient(tracking_uri)
@@ -42,14 +55,7 @@ def mlflow_run(
     FINISHED, or FAILED when the body raises.
     """
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(settings.experiment_name, artifact_location=settings.get("artifact_location"))
-    )
-    mark_model_training(client, experiment_id)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+    run = client.create_run(experiment_for(client, settings), run_name=run_name, tags=tags or {})
     try:
         yield client, run.info.run_id
     except BaseException:

@@ -7,23 +7,14 @@ from typing import Any
 
 import mlflow
 
-from visionthink.tracking import mark_model_training
+from visionthink.tracking import experiment_for
 
 STUDY_TAG = "optuna.study"
 
 
 def _client(mlflow_config: Any) -> tuple[mlflow.MlflowClient, str]:
     client = mlflow.MlflowClient(tracking_uri=mlflow_config.tracking_uri)
-    experiment = client.get_experiment_by_name(mlflow_config.experiment_name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(
-            mlflow_config.experiment_name, artifact_location=mlflow_config.get("artifact_location")
-        )
-    )
-    mark_model_training(client, experiment_id)
-    return client, experiment_id
+    return client, experiment_for(client, mlflow_config)
 
 
 def sweep_parent_run(config: Any, study_name: str) -> str:

@@ -31,6 +31,7 @@ from visionthink.grpo.update import GRPOUpdate, Hooks
 from visionthink.metrics.distributed import gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
 from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
+from visionthink.models.qwen import IMAGE_PAD
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
@@ -103,8 +104,6 @@ class VisionThinkGRPO(L.LightningModule):
         self.policy = policy.train()
         freeze_vision_tower(self.policy, self.vision_lr_scale)
         tokenizer = self.processor.tokenizer
-        self.pad_id = tokenizer.pad_token_id
-        self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
         backend = self.backend_factory(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
         self.engine, self.weight_sync = backend.engine, backend.weight_sync
@@ -113,8 +112,8 @@ class VisionThinkGRPO(L.LightningModule):
             self.grpo,
             self.rollout_config.group_size,
             self.sampling.temperature,
-            self.pad_id,
-            self.image_token_id,
+            tokenizer.pad_token_id,
+            tokenizer.convert_tokens_to_ids(IMAGE_PAD),
             # Lightning's backward and clipping know the precision plugin and the strategy
             Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients),
         )
