@@ -9,6 +9,10 @@ from lightning.pytorch.loggers import MLFlowLogger
 from visionthink.tracking import log_rollout_traces
 
 
+def mlflow_logger(trainer: L.Trainer) -> MLFlowLogger | None:
+    return next((logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)), None)
+
+
 class RolloutSampleLogger(L.Callback):
     """After the first step and every N optimizer steps, log a table of sample trajectories
     (question, answer, turns, whether high resolution was used, reward, and the last image the
@@ -21,7 +25,7 @@ class RolloutSampleLogger(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
         rollouts = getattr(pl_module, "last_rollouts", None)
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        logger = mlflow_logger(trainer)
         due = step == 1 or step % self.every_n_steps == 0
         if rollouts is None or logger is None or step == self._last_logged_step or not due:
             return
@@ -69,7 +73,7 @@ class AccuracyTokensPlot(L.Callback):
         self.points.append(
             (trainer.global_step, float(metrics["val/visual_token_ratio"]), float(metrics["val/accuracy"]))
         )
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        logger = mlflow_logger(trainer)
         if logger is None or not trainer.is_global_zero:
             return
         low_share = 1 / pl_module.resolution.downsample_factor**2
