@@ -70,6 +70,9 @@ def test_two_step_run_logs_everything_to_mlflow(tmp_path):
         capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    # The plot's points travel with the checkpoint, so a resumed run's plot keeps its history.
+    plotted = torch.load(checkpoint, weights_only=False)["callbacks"]["AccuracyTokensPlot"]["points"]
+    assert [step for step, _, _ in plotted] == [2]
     again = load_policy(ModelConfig(name_or_path=str(tmp_path / "again"))).state_dict()
     assert all(torch.equal(again[k], v) for k, v in loaded.items())
 

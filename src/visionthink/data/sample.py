@@ -38,3 +38,9 @@ class Sample:
     # Whether answering needs the high-resolution image, when the data labels it.
     use_tool: bool | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The kind of question: the part of ``data_source`` after its last '/' (synthetic: colour,
+        stripes, ...; "all" when the data names no source)."""
+        return self.data_source.rsplit("/", 1)[-1] or "all"

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
-from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, pack_requests, rope_model, token_ids
+from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, pack_requests, rope_model, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import CachedBatch, cache_rows, continue_from_cache, match
 from visionthink.rollout.seeding import SeededGumbelSampling
@@ -29,7 +29,7 @@ class TransformersRolloutEngine:
     def __init__(self, model: Any, tokenizer: Any, reuse_kv_cache: bool = False):
         self.model = model
         self.pad_id = tokenizer.pad_token_id
-        self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
         self.suppressed_ids = token_ids(tokenizer, VISION_TOKENS)
         self.reuse_kv_cache = reuse_kv_cache

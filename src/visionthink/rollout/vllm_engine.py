@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from visionthink.errors import InputError
-from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, token_ids
+from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class VLLMRolloutEngine:
         if self.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
         self.settings = settings
-        self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
         self.suppressed_ids = token_ids(tokenizer, VISION_TOKENS)
         self.sleep_level = settings.sleep_level

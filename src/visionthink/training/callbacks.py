@@ -100,3 +100,10 @@ class AccuracyTokensPlot(L.Callback):
         figure.tight_layout()
         plt.close(figure)
         return figure
+
+    # The points travel with the checkpoint, so a resumed run's plot keeps its history.
+    def state_dict(self) -> dict[str, list[tuple[int, float, float]]]:
+        return {"points": list(self.points)}
+
+    def load_state_dict(self, state_dict: dict[str, list[tuple[int, float, float]]]) -> None:
+        self.points = [tuple(point) for point in state_dict["points"]]

@@ -27,11 +27,6 @@ from visionthink.rollout.engine import SamplingConfig
 from visionthink.rollout.hf_engine import TransformersRolloutEngine
 
 
-def question_kind(sample: Sample) -> str:
-    """The kind of question: the part of ``data_source`` after its last '/' (synthetic: colour, stripes, ...)."""
-    return sample.data_source.rsplit("/", 1)[-1] or "all"
-
-
 def perception_report(
     policy: Any,
     processor: Any,
@@ -63,7 +58,7 @@ def perception_report(
             else:
                 values = [float(bool(v.correct)) for v in judge_trajectories(trajectories, judge, "lenient")]
             for sample, value in zip(chunk, values, strict=True):
-                by_kind[question_kind(sample)].append(value)
+                by_kind[sample.kind].append(value)
         report[name] = {kind: fmean(values) for kind, values in sorted(by_kind.items())}
     policy.train()
     return report
@@ -123,7 +118,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
         plain_prompt=perception_prompt,
         plain_fraction=cfg.pretrain.perception_fraction,
         train_guesses=cfg.pretrain.train_guesses,
-        restate_question=cfg.pretrain.restate_question,
+        restate_words=cfg.pretrain.restate_words,
         seed=cfg.seed,
     )
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]

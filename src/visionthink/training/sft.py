@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,10 @@ from visionthink.data.sample import Sample
 from visionthink.episode.builder import EpisodeBuilder
 from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy
+from visionthink.errors import InputError
 from visionthink.grpo.logprobs import token_logprobs
 from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
+from visionthink.models.qwen import IMAGE_PAD
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.seeding import mix_seed
@@ -38,14 +40,20 @@ from visionthink.training.optim import configure_optimization, freeze_vision_tow
 class TracePlan:
     call_tool: bool
     answer: str
-    # The question, restated at the start of the first turn's reasoning
+    # The question (or its first words), restated at the start of the first turn's reasoning
     question: str = ""
 
 
 def restatement(question: str) -> str:
-    """The first line of the reasoning: the question itself. A small model takes its decision
+    """The first line of the reasoning: the question restated. A small model takes its decision
     (answer or call the tool) at the next token, where the question's words are then close by."""
     return "<think>\n" + (f"{question}\n" if question else "")
+
+
+def restated(question: str, words: int) -> str:
+    """The first ``words`` words of ``question`` (all of them for -1, none for 0)."""
+    split = question.replace("<image>", "").split()
+    return " ".join(split if words < 0 else split[:words])
 
 
 def tool_call_text(prompt: PromptSpec, question: str = "") -> str:
@@ -104,25 +112,39 @@ class TeacherEngine:
         self.pending = []
 
 
+def tool_probability(tool_fraction: float | Mapping[str, float], sample: Sample) -> float:
+    """``tool_fraction`` itself, or its entry for the sample's question kind."""
+    if not isinstance(tool_fraction, Mapping):
+        return tool_fraction
+    if sample.kind not in tool_fraction:
+        raise InputError(
+            f"tool_fraction has no entry for question kind {sample.kind!r} (it has {sorted(tool_fraction)})",
+            "Give every question kind of the data a tool fraction, or one number for all",
+            where=f"sample {sample.sample_id}",
+        )
+    return tool_fraction[sample.kind]
+
+
 def teacher_traces(
     builder: EpisodeBuilder,
     samples: Sequence[Sample],
-    tool_fraction: float,
+    tool_fraction: float | Mapping[str, float],
     seed: int,
     mode: str = "adaptive",
     train_guesses: bool = False,
-    restate_question: bool = False,
+    restate_words: int = 0,
 ) -> list[Trajectory]:
     """Traces in ``builder``'s prompt; with a tool-less prompt every trace answers directly from
-    the ``mode`` view (full or low). ``train_guesses`` keeps the answers of unreadable questions
+    the ``mode`` view (full or low). A share ``tool_fraction`` of the agent prompt's traces (one
+    number, or one per question kind) call the tool, drawn per sample whatever it needs. ``train_guesses`` keeps the answers of unreadable questions
     in the loss (the model learns to guess at chance, as a pretrained VLM does);
-    ``restate_question`` opens the reasoning with the question."""
+    ``restate_words`` opens the reasoning with that many of the question's first words (-1: all)."""
     tool = builder.prompt.uses_tool
     plans = [
         TracePlan(
-            call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_fraction,
+            call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_probability(tool_fraction, s),
             answer=s.answer,
-            question=s.question.replace("<image>", "").strip() if restate_question else "",
+            question=restated(s.question, restate_words),
         )
         for s in samples
     ]
@@ -152,20 +174,20 @@ class SFTModule(L.LightningModule):
         prompt: PromptSpec,
         resolution: ResolutionPolicy,
         optimizer: Any,
-        tool_fraction: float = 0.5,
+        tool_fraction: float | Mapping[str, float] = 0.5,
         seed: int = 0,
         plain_prompt: PromptSpec | None = None,
         plain_fraction: float = 0.0,
         scheduler: Any | None = None,
         vision_lr_scale: float = 1.0,
         train_guesses: bool = False,
-        restate_question: bool = False,
+        restate_words: int = 0,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
         self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale
-        self.train_guesses, self.restate_question = train_guesses, restate_question
+        self.train_guesses, self.restate_words = train_guesses, restate_words
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -205,7 +227,7 @@ class SFTModule(L.LightningModule):
         for (prompt, mode), members in sorted(groups.items()):
             builder = self.plain_builder if prompt == "plain" else self.builder
             traces += teacher_traces(
-                builder, members, self.tool_fraction, seed, mode, self.train_guesses, self.restate_question
+                builder, members, self.tool_fraction, seed, mode, self.train_guesses, self.restate_words
             )
         return traces
 
@@ -213,7 +235,7 @@ class SFTModule(L.LightningModule):
         traces = self.traces(batch.samples, seed)
         tokenizer = self.processor.tokenizer
         logprobs, mask = token_logprobs(
-            self.policy, traces, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<|image_pad|>")
+            self.policy, traces, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         )
         mask = mask.to(logprobs.dtype)
         loss = -(logprobs * mask).sum() / mask.sum()

@@ -1,0 +1,42 @@
+"""Teacher-forced traces of the supervised stages (training/sft.py): the tool decision left to
+chance, and the restated question the decision token follows."""
+
+from __future__ import annotations
+
+import pytest
+
+from visionthink.episode.parser import ToolCall
+from visionthink.errors import InputError
+from visionthink.training.sft import teacher_traces
+
+
+def test_traces_restate_the_question_s_first_words_before_the_decision(builder, samples):
+    traces = teacher_traces(builder, samples[:16], tool_fraction=0.5, seed=0, restate_words=4)
+    for sample, trace in zip(samples[:16], traces, strict=True):
+        words = " ".join(sample.question.replace("<image>", "").split()[:4])
+        first = trace.turns[0]
+        assert first.text.startswith(f"<think>\n{words}\n"), first.text
+        assert trace.used_high_res == isinstance(first.parsed, ToolCall)
+        assert trace.final_answer is not None and trace.final_answer.answer == sample.answer
+    # The tool is called at random, whatever the question: both decisions appear.
+    assert 0 < sum(trace.used_high_res for trace in traces) < 16
+
+
+def test_traces_without_restatement_open_with_the_decision(builder, samples):
+    for trace in teacher_traces(builder, samples[:8], tool_fraction=0.5, seed=0):
+        assert trace.turns[0].text.startswith(("<think>\nI need", "<think>\nThe image")), trace.turns[0].text
+
+
+def test_a_tool_fraction_per_question_kind_decides_each_kind_s_traces(builder, samples):
+    chosen = samples[:24]
+    kinds = {sample.kind for sample in chosen}
+    assert "stripes" in kinds and len(kinds) > 1
+    fractions = {kind: float(kind == "stripes") for kind in kinds}
+    for sample, trace in zip(chosen, teacher_traces(builder, chosen, fractions, seed=0), strict=True):
+        assert trace.used_high_res == (sample.kind == "stripes"), sample.kind
+
+
+def test_a_question_kind_without_a_tool_fraction_is_named(builder, samples):
+    with pytest.raises(InputError, match="no entry for question kind") as error:
+        teacher_traces(builder, samples[:24], {"stripes": 0.5}, seed=0)
+    assert "sample " in str(error.value)
