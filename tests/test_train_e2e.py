@@ -27,7 +27,12 @@ REQUIRED_METRICS = [
 
 
 def test_two_step_run_logs_everything_to_mlflow(tmp_path):
-    run(tmp_path, "two_steps", "trainer.max_steps=2", "trainer.val_check_interval=2", "reward.penalty_theta=0.3")
+    output = run(
+        tmp_path, "two_steps", "trainer.max_steps=2", "trainer.val_check_interval=2", "reward.penalty_theta=0.3"
+    )
+    # The progress bar shows the resize ratio on label and on coarse questions apart.
+    flat = " ".join(output.split())  # the bar wraps its metrics over lines
+    assert re.search(r"\bresize_fine: [0-9.]+", flat) and re.search(r"\bresize_coarse: [0-9.]+", flat), output[-2000:]
     client, runs = mlflow_run(tmp_path, "two_steps")
     assert len(runs) == 1
     mlrun = runs[0]

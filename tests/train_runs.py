@@ -36,7 +36,8 @@ def environment(workdir: Path) -> dict[str, str]:
     return env
 
 
-def run(workdir: Path, run_name: str, *overrides: str) -> None:
+def run(workdir: Path, run_name: str, *overrides: str) -> str:
+    """The run's console output (stdout and stderr)."""
     result = subprocess.run(
         train_command(workdir, run_name, *overrides),
         env=environment(workdir),
@@ -45,6 +46,7 @@ def run(workdir: Path, run_name: str, *overrides: str) -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def mlflow_run(workdir: Path, run_name: str):

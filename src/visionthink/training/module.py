@@ -214,9 +214,12 @@ class VisionThinkGRPO(L.LightningModule):
         metrics["perf/step_seconds"] = time.perf_counter() - step_started
         self.publish(metrics, weight=len(trajectories))
         progress = {"reward": "train/reward", "acc": "train/accuracy", "resize": "train/resize_ratio",
+                    "resize_fine": "train/resize_ratio/needs_high_res", "resize_coarse": "train/resize_ratio/low_res_enough",
                     "vis_tokens": "train/visual_tokens", "step_s": "perf/step_seconds",
                     "judge_invalid": "judge/invalid_rate"}  # fmt: skip
-        self.log_dict({k: metrics.get(v, float("nan")) for k, v in progress.items()}, prog_bar=True, logger=False)
+        # A value a step lacks (no label question in it, data without use_tool) keeps the bar's last one.
+        shown = {k: metrics[v] for k, v in progress.items() if v in metrics}
+        self.log_dict(shown, prog_bar=True, logger=False)
 
     def publish(self, metrics: dict[str, float], weight: float = 1.0) -> None:
         """Send metrics to the loggers now, at step = optimizer updates done.
