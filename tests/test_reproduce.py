@@ -3,13 +3,16 @@ rerun skips finished stages."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import mlflow
 import pytest
 
 from conftest import ROOT
+from visionthink.models import ModelConfig, load_policy
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +46,24 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     for figure in ("resize_ratio", "base", "theta"):
         assert (report.parent / "figures" / f"reproduction_{figure}.png").read_bytes()[:4] == b"\x89PNG"
     assert text.count("Reproduced") + text.count("Not reproduced") == 6
+
+    # The base stage: a save_pretrained folder that loads, and what it reads per question kind
+    # (full and 1/4 resolution, the agent prompt's resize ratio), as JSON and in MLflow.
+    base = tmp_path / "outputs" / "pretrain" / "miniature-base"
+    perception = json.loads((base / "perception.json").read_text())
+    assert set(perception) == {"full", "low", "resize_ratio"}
+    assert all(set(by_kind) == {"colour", "stripes"} for by_kind in perception.values())
+    assert all(0.0 <= value <= 1.0 for by_kind in perception.values() for value in by_kind.values())
+    policy = load_policy(ModelConfig(name_or_path=str(base / "model")))
+    assert sum(p.numel() for p in policy.parameters()) == sum(
+        p.numel() for p in load_policy(ModelConfig()).parameters()
+    )
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("visionthink-pretrain").experiment_id],
+        filter_string="attributes.run_name = 'miniature-base'",
+    )
+    assert run.data.metrics["pretrain/full/stripes"] == perception["full"]["stripes"]
 
     outputs = sorted(p for p in (tmp_path / "outputs").rglob("*") if p.is_file() and "reproduce" not in p.parts)
     written = {p: p.stat().st_mtime_ns for p in outputs if p.suffix in (".json", ".ckpt", ".safetensors")}
