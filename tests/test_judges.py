@@ -87,6 +87,10 @@ def test_client_errors_are_not_retried():
         # ... but not a second verdict: the line is ambiguous.
         ("Score: 1, Score: 0", None),
         ("Score: 1 (verdict: 0)", None),
+        # ... nor the prompt's output format echoed back (a small judge's usual free reply).
+        ("Score: 0 or 1\n\nThe output should be a score of 0 or 1, where 0 indicates", None),
+        ("**Score:** 1/0", None),
+        ("Score: 1 | 0", None),
     ],
 )
 def test_verdicts_are_parsed_strictly(reply, expected):

@@ -24,6 +24,9 @@ PAPER_SYSTEM = (
 VERDICT_SHAPED = re.compile(r"(?i)\b(score|judge?ment|verdict|grade|rating|evaluation|result)\s*[:=：]")
 SPECIAL_TOKEN = re.compile(r"<\|[^|>]{1,40}\|>")
 ANOTHER_SCORE = re.compile(r"(?i)\bscore\b")
+# "Score: 0 or 1", "Score: 1/0": the prompt's output format echoed, not a verdict (SmolLM2-135M
+# replies so to 269 of the 270 audit questions when it generates freely).
+ALTERNATIVE_SCORE = re.compile(r"(?i)^\W*(?:or|and|/|\|)\W*[01](?!\d)")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class JudgePrompt:
 
     def parse(self, reply: str) -> bool | None:
         """The last verdict line's score. A line may go on after its score ("Score: 1 (matches
-        the ground truth)"), but not with another verdict: that line is ambiguous and skipped."""
+        the ground truth)"), but not with another verdict or the other score as an alternative
+        ("Score: 0 or 1"): that line is ambiguous and skipped."""
         pattern = re.compile(self.verdict_pattern, re.IGNORECASE)
         verdicts = []
         for line in reply.splitlines():
@@ -67,7 +71,7 @@ class JudgePrompt:
             if match is None:
                 continue
             rest = match.group(2) if pattern.groups >= 2 else ""
-            if rest and (VERDICT_SHAPED.search(rest) or ANOTHER_SCORE.search(rest)):
+            if rest and (VERDICT_SHAPED.search(rest) or ANOTHER_SCORE.search(rest) or ALTERNATIVE_SCORE.match(rest)):
                 continue
             verdicts.append(match.group(1))
         return verdicts[-1] == "1" if verdicts else None
