@@ -50,7 +50,7 @@ def restatement(question: str) -> str:
     return "<think>\n" + (f"{question}\n" if question else "")
 
 
-def restated(question: str, words: int) -> str:
+def first_words(question: str, words: int) -> str:
     """The first ``words`` words of ``question`` (all of them for -1, none for 0)."""
     split = question.replace("<image>", "").split()
     return " ".join(split if words < 0 else split[:words])
@@ -136,15 +136,15 @@ def teacher_traces(
 ) -> list[Trajectory]:
     """Traces in ``builder``'s prompt; with a tool-less prompt every trace answers directly from
     the ``mode`` view (full or low). A share ``tool_fraction`` of the agent prompt's traces (one
-    number, or one per question kind) call the tool, drawn per sample whatever it needs. ``train_guesses`` keeps the answers of unreadable questions
-    in the loss (the model learns to guess at chance, as a pretrained VLM does);
-    ``restate_words`` opens the reasoning with that many of the question's first words (-1: all)."""
+    number, or one per question kind) call the tool, drawn per sample whatever it needs.
+    ``train_guesses`` keeps the answers of unreadable questions in the loss (the model learns to
+    guess at chance, as a pretrained VLM does); ``restate_words`` opens the reasoning with that many of the question's first words (-1: all)."""
     tool = builder.prompt.uses_tool
     plans = [
         TracePlan(
             call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_probability(tool_fraction, s),
             answer=s.answer,
-            question=restated(s.question, restate_words),
+            question=first_words(s.question, restate_words),
         )
         for s in samples
     ]
