@@ -46,6 +46,8 @@ ACTIVE_STATES = {
 POLL_SECONDS = 5
 # A finished job's result file may show up on a shared file system a little after the job ends
 RESULT_GRACE_SECONDS = 15
+# A job writes its result before its epilogue; slurmctld records the end a moment later
+END_GRACE_SECONDS = 60
 
 
 def scheduler_state(job_id: str) -> str | None:
@@ -71,6 +73,14 @@ class JobOutcome:
         error = TrialInterrupted(f"SLURM job {self.job.job_id} ended without a result: {reason}")
         return [JobReturn(overrides=self.overrides, status=JobStatus.FAILED, _return_value=error)]
 
+    def wait_for_end(self) -> None:
+        """Return once slurmctld no longer counts the job as active, so that the next batch of
+        trials finds its resources free and the recorded job state is final (bounded: a slow
+        epilogue does not hold the sweep)."""
+        deadline = time.time() + END_GRACE_SECONDS
+        while scheduler_state(self.job.job_id) in ACTIVE_STATES and time.time() < deadline:
+            time.sleep(0.5)
+
     def results(self) -> list[JobReturn]:
         import submitit
 
@@ -85,6 +95,7 @@ class JobOutcome:
                     return self.interrupted(f"state {state or 'no longer known to slurmctld'}")
                 break
             time.sleep(POLL_SECONDS)
+        self.wait_for_end()
         try:
             return self.job.results()
         except submitit.core.utils.UncompletedJobError as error:
