@@ -55,3 +55,26 @@ def test_seeded_rollouts_are_identical_with_and_without_reuse(sft_checkpoint, pr
     assert sum(len(t.turns) == 2 for t in plain) > 0
     assert [t.token_ids for t in plain] == [t.token_ids for t in reused]
     assert reused_prefill < plain_prefill
+
+
+def test_a_group_prefills_its_prompt_once_and_samples_the_same_tokens(sft_checkpoint, processor, samples, agent_prompt):
+    """The rollouts of a group share one prompt: it is prefilled (image included) once, and each
+    seeded rollout samples the tokens it samples when generated on its own."""
+    model = load_policy(ModelConfig(name_or_path=str(sft_checkpoint))).eval()
+    builder = EpisodeBuilder(processor, agent_prompt, SMALL_RESOLUTION)
+    episodes = [builder.build(s) for s in samples[:2]]
+    requests = [
+        GenerationRequest(e.prompt.token_ids, e.prompt.images, seed=100 * index + rollout)
+        for index, e in enumerate(episodes)
+        for rollout in range(4)
+    ]
+    sampling = SamplingConfig(max_new_tokens=48)
+    engine = TransformersRolloutEngine(model, processor.tokenizer)
+    together = [r.token_ids for r in engine.generate(requests, sampling)]
+    # Each prompt once (all but its last token), then one token per rollout
+    assert engine.prefill_tokens == sum(len(e.prompt.token_ids) - 1 for e in episodes) + len(requests)
+    alone = [
+        TransformersRolloutEngine(model, processor.tokenizer).generate([r], sampling)[0].token_ids for r in requests
+    ]
+    assert together == alone
+    assert len({tuple(tokens) for tokens in together}) > 2, "seeded rollouts of one prompt differ"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from conftest import TOOL_TURN, answer_turn
-from visionthink.grpo.logprobs import token_logprobs, trajectory_logprobs
+from visionthink.grpo.logprobs import shared_prompts, token_logprobs, trajectory_logprobs
 from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig
 
 
@@ -55,3 +55,64 @@ def test_metric_only_entropy_stays_out_of_the_graph(builder, samples, scripted, 
                                              entropy_grad=entropy_grad)  # fmt: skip
         assert logprobs.requires_grad and entropy.requires_grad is entropy_grad
         assert torch.all(entropy >= 0)
+
+
+def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(builder, samples, scripted, model, processor):
+    """Rollouts of one prompt in a micro-batch share its forward pass (vision tower and prompt
+    tokens once); log-probs, entropy and gradients equal those of each trajectory on its own."""
+    long_answer = answer_turn("the digit in the small label is seven")
+
+    def script(request):
+        if len(request.images) > 1:
+            return answer_turn("7")
+        return [TOOL_TURN, answer_turn("red"), long_answer][request.seed % 3]
+
+    driver = EpisodeDriver(scripted(script), builder, RolloutConfig(group_size=3))
+    trajectories = driver.run([builder.build(s) for s in samples[:2]], SamplingConfig(), seed=5)
+    # Two prompts, three rollouts each, of different lengths, some with a second image
+    assert shared_prompts(trajectories) is not None
+    assert len({len(t.token_ids) for t in trajectories}) > 2 and {len(t.images) for t in trajectories} == {1, 2}
+    pad_id, image_id = processor.tokenizer.pad_token_id, processor.image_token_id
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    def weighted(logprobs, entropy, mask):
+        # Position-dependent weights: a log-prob placed one token off changes the loss.
+        weights = torch.arange(1, logprobs.shape[-1] + 1, dtype=logprobs.dtype) * mask
+        return (logprobs * weights).sum() + 0.1 * (entropy * weights).sum()
+
+    model.zero_grad()
+    shared, mask, entropy = token_logprobs(model, trajectories, pad_id, image_id, temperature=0.7, with_entropy=True)
+    weighted(shared, entropy, mask).backward()
+    shared_grads = [p.grad.clone() for p in parameters]
+    model.zero_grad()
+    for row, trajectory in enumerate(trajectories):
+        alone, alone_mask, alone_entropy = token_logprobs(
+            model, [trajectory], pad_id, image_id, temperature=0.7, with_entropy=True
+        )
+        width = alone.shape[1]
+        assert torch.equal(alone_mask[0], mask[row, :width])
+        kept = alone_mask[0].bool()
+        assert torch.allclose(shared[row, :width][kept], alone[0][kept], atol=1e-5)
+        assert torch.allclose(entropy[row, :width][kept], alone_entropy[0][kept], atol=1e-5)
+        weighted(alone, alone_entropy, alone_mask).backward()
+    vision = [name for name, p in model.named_parameters() if p.requires_grad and ".visual." in f".{name}"]
+    assert vision, "the vision tower takes part in the comparison"
+    for (name, p), shared_grad in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), shared_grads,
+                                      strict=True):  # fmt: skip
+        # to 1e-5 of the gradient's scale (sums over thousands of float32 terms, in another order)
+        assert (shared_grad - p.grad).abs().max() <= 1e-5 * p.grad.abs().max() + 1e-7, name
+    model.zero_grad()
+
+
+def test_activation_checkpointing_runs_every_trajectory_whole(builder, samples, scripted, processor, tiny_path):
+    """HF layers drop the KV cache under activation checkpointing; the shared prompt is not used there."""
+    from visionthink.models import ModelConfig, load_policy
+
+    model = load_policy(ModelConfig(gradient_checkpointing=True), tiny_path).train()
+    driver = EpisodeDriver(scripted(lambda r: answer_turn("red")), builder, RolloutConfig(group_size=2))
+    trajectories = driver.run([builder.build(samples[0])], SamplingConfig())
+    pad_id, image_id = processor.tokenizer.pad_token_id, processor.image_token_id
+    logprobs, mask = token_logprobs(model, trajectories, pad_id, image_id)
+    model.gradient_checkpointing_disable()
+    expected, _ = token_logprobs(model, trajectories[:1], pad_id, image_id)
+    assert torch.allclose(logprobs[0][mask[0].bool()], expected[0][mask[0].bool()], atol=1e-5)

@@ -1,6 +1,10 @@
 """One GRPO step, ours against TRL's GRPOTrainer, on the same tiny Qwen2.5-VL weights, prompts and
 images: single turn, one prompt x G completions per step, temperature 1, beta 0, fp32, no
-activation checkpointing. Step time = generation + reward + forward/backward + optimizer step."""
+activation checkpointing. Step time = generation + reward + forward/backward + optimizer step.
+
+The multi-turn step (ours only: TRL's trainer has no image-returning tool turn) uses the agent
+prompt; every other rollout's first turn becomes a resize call, so half of the trajectories take a
+second turn with the high-resolution image."""
 
 from __future__ import annotations
 
@@ -25,8 +29,42 @@ class StepTimer(L.Callback):
         self.seconds.append(time.perf_counter() - self.started)
 
 
+class EveryOtherRolloutAsks:
+    """Generates every turn; then the first turn of every other request is replaced by a resize call."""
+
+    def __init__(self, engine: Any, tool_call_ids: list[int]) -> None:
+        self.engine, self.tool_call_ids = engine, tool_call_ids
+
+    def generate(self, requests: Any, sampling: Any) -> list[Any]:
+        from visionthink.rollout.engine import GenerationResult
+
+        results = self.engine.generate(requests, sampling)
+        asks = GenerationResult(self.tool_call_ids, stopped=True)
+        return [asks if len(r.images) == 1 and i % 2 == 0 else result
+                for i, (r, result) in enumerate(zip(requests, results, strict=True))]  # fmt: skip
+
+    def end_episodes(self) -> None:
+        self.engine.end_episodes()
+
+
+def half_ask_backend(config: Any, policy: Any, tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
+    from visionthink.rollout.factory import RolloutBackend, build_backend
+
+    backend = build_backend(config, policy, tokenizer, *args, **kwargs)
+    call = '<think>\nThe label is too small.\n</think>\n<tool_call>\n{"name": "resize_image", "arguments": {"action": "resize"}}\n</tool_call>'
+    ids = tokenizer(call, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    return RolloutBackend(EveryOtherRolloutAsks(backend.engine, ids), backend.weight_sync)
+
+
 def ours(
-    model_path: str, data_path: str, resolution: Any, steps: int, group_size: int, max_new_tokens: int
+    model_path: str,
+    data_path: str,
+    resolution: Any,
+    steps: int,
+    group_size: int,
+    max_new_tokens: int,
+    callbacks: list[Any] | None = None,
+    multi_turn: bool = False,
 ) -> list[float]:
     from functools import partial
 
@@ -41,25 +79,29 @@ def ours(
     from visionthink.rollout import RolloutConfig, SamplingConfig
     from visionthink.training.module import VisionThinkGRPO
 
-    prompt = instantiate(OmegaConf.load(CONF_DIR / "prompt" / "general_qa.yaml"))
+    prompt = instantiate(OmegaConf.load(CONF_DIR / "prompt" / ("agent.yaml" if multi_turn else "general_qa.yaml")))
+    extra = {"backend_factory": half_ask_backend} if multi_turn else {}
     module = VisionThinkGRPO(
         model=ModelConfig(name_or_path=model_path),
         prompt=prompt,
         resolution=resolution,
         rollout=RolloutConfig(
-            group_size=group_size, max_turns=1, sampling=SamplingConfig(max_new_tokens=max_new_tokens)
+            group_size=group_size,
+            max_turns=2 if multi_turn else 1,
+            sampling=SamplingConfig(max_new_tokens=max_new_tokens),
         ),
         reward=RewardConfig(penalty_mode="none"),
         judge=RuleJudge(),
         grpo=GRPOConfig(beta=0.0, micro_batch_size=group_size, aggregate="token-mean", drop_zero_variance_groups=False),
         optimizer=partial(torch.optim.AdamW, lr=1e-5),
         scheduler=None,
+        **extra,
     )
     datamodule = VisionThinkDataModule(DataSource(data_path), batch_size=1, resolution=resolution)
     timer = StepTimer()
     trainer = L.Trainer(
         accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer], use_distributed_sampler=False, num_sanity_val_steps=0,
+        enable_model_summary=False, callbacks=[timer, *(callbacks or [])], use_distributed_sampler=False, num_sanity_val_steps=0,
         limit_val_batches=0,
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
@@ -134,16 +176,45 @@ def trl(
 
 
 def compare(model_path: str, data_path: str, resolution: Any, processor: Any, samples: list[Any], images: list[Any], steps: int = 12,
-            warmup: int = 2, blocks: int = 2, group_size: int = 8, max_new_tokens: int = 64) -> dict[str, Any]:  # fmt: skip
-    """Interleaved A/B blocks; the median step time of each side after ``warmup`` steps per block."""
+            warmup: int = 2, blocks: int = 3, group_size: int = 8, max_new_tokens: int = 64) -> dict[str, Any]:  # fmt: skip
+    """Interleaved blocks (ours, TRL, ours, TRL, ...): the median step time of each side after
+    ``warmup`` steps per block, each block's ratio, and their median."""
     times: dict[str, list[float]] = {"ours": [], "trl": []}
+    block_ratios = []
     for _ in range(blocks):
-        times["ours"] += ours(model_path, data_path, resolution, steps, group_size, max_new_tokens)[warmup:]
-        times["trl"] += trl(model_path, samples, images, processor, steps, group_size, max_new_tokens)[warmup:]
-    result = {side: median(values) for side, values in times.items()}
-    result["ratio"] = result["ours"] / result["trl"]
+        mine = ours(model_path, data_path, resolution, steps, group_size, max_new_tokens)[warmup:]
+        theirs = trl(model_path, samples, images, processor, steps, group_size, max_new_tokens)[warmup:]
+        times["ours"] += mine
+        times["trl"] += theirs
+        block_ratios.append(median(mine) / median(theirs))
+    result: dict[str, Any] = {side: median(values) for side, values in times.items()}
+    result["ratio"] = median(block_ratios)
+    result["block_ratios"] = block_ratios
     result["steps_measured"] = {side: len(values) for side, values in times.items()}
     return result
+
+
+def profile(model_path: str, data_path: str, resolution: Any, steps: int = 8, warmup: int = 2,
+            group_size: int = 8, max_new_tokens: int = 64, multi_turn: bool = False) -> dict[str, float]:  # fmt: skip
+    """Median seconds per stage of our step (a separate run: the timers cost a little)."""
+    from profile_step import StepProfile
+
+    profiler = StepProfile()
+    ours(model_path, data_path, resolution, steps, group_size, max_new_tokens, [profiler], multi_turn)
+    return profiler.summary(warmup)
+
+
+def multi_turn(model_path: str, data_path: str, resolution: Any, steps: int = 12, warmup: int = 2, blocks: int = 3,
+               group_size: int = 8, max_new_tokens: int = 64) -> dict[str, Any]:  # fmt: skip
+    """Our step when half of the trajectories take two turns, against our single-turn step."""
+    block = {"single": [], "multi": []}
+    for _ in range(blocks):
+        block["single"].append(
+            median(ours(model_path, data_path, resolution, steps, group_size, max_new_tokens)[warmup:])
+        )
+        block["multi"].append(median(ours(model_path, data_path, resolution, steps, group_size, max_new_tokens,
+                                          multi_turn=True)[warmup:]))  # fmt: skip
+    return {"single": median(block["single"]), "multi": median(block["multi"]), "blocks": block}
 
 
 def default_path() -> Path:

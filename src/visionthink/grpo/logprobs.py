@@ -3,15 +3,23 @@
 Each forward pass right-pads a micro-batch of trajectories, concatenates their images'
 ``pixel_values`` rows in sequence order (so rows always match ``image_grid_thw``), and computes
 the 3-D M-RoPE positions once over each whole sequence with the model's own ``get_rope_index``.
+
+The G rollouts of a group start from one prompt (its image included). When a micro-batch holds
+several rollouts of a prompt, the prompt runs through the model once and its KV cache, still in
+the autograd graph, is shared by the rollouts' continuations: the vision tower and the prompt's
+tokens are computed once instead of G times, and autograd sums their gradients over the G uses.
+HF layers drop the cache under gradient checkpointing, so there every trajectory runs whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from visionthink.episode.builder import Segment
 from visionthink.models.qwen import pack_requests, rope_model
 from visionthink.rollout.engine import GenerationRequest
 from visionthink.rollout.trajectory import Trajectory
@@ -53,6 +61,110 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
+@dataclass
+class NextTokenLogits:
+    """Logits (N, S, V) predicting ``targets`` (N, S); row i's first target is token
+    ``offsets[i] + 1`` of its trajectory and ``lengths[i]`` of its S targets are real."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    offsets: list[int]
+    lengths: list[int]
+
+
+def whole_sequence_logits(
+    model: Any, trajectories: Sequence[Trajectory], pad_id: int, image_token_id: int
+) -> NextTokenLogits:
+    batch = forward_inputs(model, trajectories, pad_id, image_token_id)
+    logits = model(**batch, use_cache=False).logits[:, :-1]
+    lengths = [len(t.token_ids) - 1 for t in trajectories]
+    return NextTokenLogits(logits, batch["input_ids"][:, 1:], [0] * len(trajectories), lengths)
+
+
+def shared_prompts(trajectories: Sequence[Trajectory]) -> tuple[list[Segment], list[int]] | None:
+    """The distinct prompts of a micro-batch and each trajectory's index among them; None when
+    sharing gains nothing (every prompt is used once) or a trajectory has nothing after its prompt."""
+    prompts: dict[int, int] = {}
+    rows = [prompts.setdefault(id(t.episode.prompt), len(prompts)) for t in trajectories]
+    if len(prompts) == len(trajectories) or any(
+        len(t.token_ids) <= len(t.episode.prompt.token_ids) for t in trajectories
+    ):
+        return None
+    unique = {id(t.episode.prompt): t.episode.prompt for t in trajectories}
+    return list(unique.values()), rows
+
+
+def shared_prompt_logits(
+    model: Any,
+    trajectories: Sequence[Trajectory],
+    prompts: list[Segment],
+    rows: list[int],
+    pad_id: int,
+    image_token_id: int,
+) -> NextTokenLogits:
+    """Each prompt once (left-padded, so its last token's logits predict the first generated
+    token), then every trajectory's continuation (right-padded) over its prompt's KV cache."""
+    device = next(model.parameters()).device
+    prompt_batch = pack_requests([GenerationRequest(p.token_ids, p.images) for p in prompts], pad_id, image_token_id)
+    continuations = [
+        GenerationRequest(t.token_ids[len(p.token_ids) :], t.images[len(p.images) :])
+        for t, p in zip(trajectories, (prompts[r] for r in rows), strict=True)
+    ]
+    continuation_batch = pack_requests(continuations, pad_id, image_token_id, padding_side="right")
+    prompt_batch = {k: v.to(device) for k, v in prompt_batch.items()}
+    continuation_batch = {k: v.to(device) for k, v in continuation_batch.items()}
+    index = torch.tensor(rows, device=device)
+    full_ids = torch.cat([prompt_batch["input_ids"][index], continuation_batch["input_ids"]], 1)
+    full_mask = torch.cat([prompt_batch["attention_mask"][index], continuation_batch["attention_mask"]], 1)
+    positions, _ = rope_model(model).get_rope_index(
+        full_ids,
+        mm_token_type_ids=(full_ids == image_token_id).int() * full_mask.int(),
+        image_grid_thw=torch.stack([image.grid_thw for t in trajectories for image in t.images]).to(device),
+        attention_mask=full_mask,
+    )
+    prompt_width = prompt_batch["input_ids"].shape[1]
+    first_use = torch.tensor([rows.index(p) for p in range(len(prompts))], device=device)
+    for batch in (prompt_batch, continuation_batch):
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    prompt_out = model(
+        **prompt_batch, position_ids=positions[:, first_use, :prompt_width], use_cache=True, logits_to_keep=1
+    )
+    cache = prompt_out.past_key_values
+    cache.reorder_cache(index)  # one cache row per trajectory; autograd sums the rows' gradients
+    continuation_batch.pop("mm_token_type_ids")
+    continuation_out = model(
+        **{**continuation_batch, "attention_mask": full_mask},
+        position_ids=positions[:, :, prompt_width:],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    logits = torch.cat([prompt_out.logits[index], continuation_out.logits[:, :-1]], 1)
+    offsets = [len(prompts[r].token_ids) - 1 for r in rows]
+    lengths = [len(c.token_ids) for c in continuations]
+    return NextTokenLogits(logits, continuation_batch["input_ids"], offsets, lengths)
+
+
+def next_token_logits(
+    model: Any, trajectories: Sequence[Trajectory], pad_id: int, image_token_id: int
+) -> NextTokenLogits:
+    # Asked of the layers, which is where HF keeps the flag, under any wrapper (PEFT, FSDP)
+    checkpointing = any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+    shared = None if checkpointing else shared_prompts(trajectories)
+    if shared is None:
+        return whole_sequence_logits(model, trajectories, pad_id, image_token_id)
+    return shared_prompt_logits(model, trajectories, *shared, pad_id, image_token_id)
+
+
+def place(values: torch.Tensor, predicted: NextTokenLogits, width: int) -> torch.Tensor:
+    """Per-target values (N, S) at their trajectories' token positions (N, width), zeros elsewhere."""
+    rows = [
+        torch.nn.functional.pad(row[:length], (offset, width - offset - length))
+        for row, offset, length in zip(values, predicted.offsets, predicted.lengths, strict=True)
+    ]
+    return torch.stack(rows)
+
+
 def token_logprobs(
     model: Any,
     trajectories: Sequence[Trajectory],
@@ -65,22 +177,24 @@ def token_logprobs(
     """Log-probs of each next token and the loss mask over those targets, both (N, T-1), plus
     the per-token entropy when ``with_entropy`` (outside the autograd graph unless
     ``entropy_grad``: a metric-only entropy would otherwise cost a (T, V) softmax in backward).
+    Positions inside a shared prompt (never in the loss) hold 0.
 
     Logits are divided by the sampling temperature so the log-probs are those of the
     distribution the rollouts were drawn from.
     """
-    batch = forward_inputs(model, trajectories, pad_id, image_token_id)
-    mask = torch.zeros_like(batch["input_ids"])
+    predicted = next_token_logits(model, trajectories, pad_id, image_token_id)
+    width = max(len(t.token_ids) for t in trajectories) - 1
+    mask = torch.zeros(len(trajectories), width, dtype=torch.long)
     for row, trajectory in enumerate(trajectories):
-        mask[row, : len(trajectory.loss_mask)] = torch.tensor(trajectory.loss_mask)
-    logits = model(**batch, use_cache=False).logits[:, :-1]
+        mask[row, : len(trajectory.loss_mask) - 1] = torch.tensor(trajectory.loss_mask[1:])
+    logits = predicted.logits
     if temperature != 1.0:
         logits = logits / temperature
-    logprobs = selective_log_softmax(logits, batch["input_ids"][:, 1:])
-    mask = mask[:, 1:].to(logprobs.device)
+    logprobs = place(selective_log_softmax(logits, predicted.targets), predicted, width)
+    mask = mask.to(logprobs.device)
     if with_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = entropy_from_logits(logits)
+            entropy = place(entropy_from_logits(logits), predicted, width)
         return logprobs, mask, entropy
     return logprobs, mask
 

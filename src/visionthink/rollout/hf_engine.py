@@ -15,16 +15,24 @@ from transformers import GenerationConfig, LogitsProcessorList
 
 from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, pack_requests, rope_model, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
-from visionthink.rollout.kv_cache import CachedBatch, cache_rows, continue_from_cache, match
+from visionthink.rollout.kv_cache import (
+    CachedBatch,
+    cache_rows,
+    continue_from_cache,
+    distinct_prompts,
+    match,
+    prefill_prompts,
+)
 from visionthink.rollout.seeding import SeededGumbelSampling
 
 
 class TransformersRolloutEngine:
     """Generates with the policy module itself, so trained weights are live without a sync.
 
-    With ``reuse_kv_cache``, each call keeps its KV cache and a following call whose requests
-    continue the cached sequences (the second turn of an episode) prefills only the new tokens
-    (``visionthink.rollout.kv_cache``). ``end_episodes`` drops the cache."""
+    Requests that repeat a prompt (the rollouts of a group) prefill it once and continue from its
+    KV cache. With ``reuse_kv_cache``, each call keeps its KV cache and a following call whose
+    requests continue the cached sequences (the second turn of an episode) prefills only the new
+    tokens (``visionthink.rollout.kv_cache``). ``end_episodes`` drops the cache."""
 
     def __init__(self, model: Any, tokenizer: Any, reuse_kv_cache: bool = False):
         self.model = model
@@ -65,11 +73,17 @@ class TransformersRolloutEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            matches = match(self._cached, requests, self.image_token_id) if self._cached is not None else None
-            if self.reuse_kv_cache and matches is not None:
-                generated = self._continue(requests, matches, sampling)
-            else:
-                generated = self._generate(requests, sampling)
+            cached = self._cached if self.reuse_kv_cache else None
+            matches = match(cached, requests, self.image_token_id) if cached is not None else None
+            if matches is None and (prompts := distinct_prompts(requests)) is not None:
+                self._cached = prefill_prompts(self.model, prompts, self._ids())
+                self.prefill_tokens += int(self._cached.valid.sum())
+                matches = match(self._cached, requests, self.image_token_id)
+            generated = (
+                self._generate(requests, sampling) if matches is None else self._continue(requests, matches, sampling)
+            )
+            if not self.reuse_kv_cache:
+                self._cached = None
         finally:
             self.model.train(was_training)
         return [self._cut(ids) for ids in generated.tolist()]
@@ -105,16 +119,18 @@ class TransformersRolloutEngine:
             )
         return generated
 
-    def _continue(self, requests, matches, sampling: SamplingConfig) -> torch.Tensor:
-        ids = {
+    def _ids(self) -> dict[str, Any]:
+        return {
             "pad": self.pad_id,
             "image": self.image_token_id,
             "stop": set(self.stop_ids),
             "suppressed": self.suppressed_ids,
             "rope": rope_model(self.model),
         }
+
+    def _continue(self, requests, matches, sampling: SamplingConfig) -> torch.Tensor:
         generated, self._cached, prefilled = continue_from_cache(
-            self.model, self._cached, requests, matches, sampling, ids
+            self.model, self._cached, requests, matches, sampling, self._ids()
         )
         self.prefill_tokens += prefilled
         self.reused_tokens += sum(common for _, common, _ in matches)

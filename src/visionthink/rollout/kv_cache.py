@@ -8,6 +8,10 @@ loop here: positions come from the model's own ``get_rope_index`` over the whole
 vision tower encodes only the new images, and sampling uses the same logits processors (vision
 tokens suppressed, seeded Gumbel or temperature/top-k/top-p).
 
+The first turn uses the same loop: the G rollouts of a group share one prompt, so each distinct
+prompt is prefilled once (``prefill_prompts``, all but its last token) and every rollout
+continues from its row, instead of ``generate`` encoding the image and the prompt G times.
+
 A request reuses the cached row with which it shares the longest prefix of tokens and images;
 cached positions beyond that prefix (another rollout's text, padding) are masked out rather than
 cropped, so every row keeps its own prefix.
@@ -29,6 +33,7 @@ from transformers import (
 )
 
 from visionthink.episode.builder import EncodedImage
+from visionthink.models.qwen import pack_requests
 from visionthink.rollout.engine import GenerationRequest, SamplingConfig
 from visionthink.rollout.seeding import SeededGumbelSampling
 
@@ -57,6 +62,41 @@ def cache_rows(
     valid = torch.cat([valid, real.to(valid)], dim=1)
     tokens = [r.token_ids + fed[i][real[i].bool()].tolist() for i, r in enumerate(requests)]
     return CachedBatch(cache, layout, valid, tokens, [list(r.images) for r in requests])
+
+
+def distinct_prompts(requests: Sequence[GenerationRequest]) -> list[GenerationRequest] | None:
+    """The distinct prompts among ``requests`` (same tokens, same image objects), each without its
+    last token (a continuation must feed at least one); None when no prompt repeats."""
+    distinct: dict[tuple, GenerationRequest] = {}
+    for request in requests:
+        key = (tuple(request.token_ids), tuple(id(image) for image in request.images))
+        distinct.setdefault(key, GenerationRequest(request.token_ids[:-1], request.images))
+    if len(distinct) == len(requests) or any(len(r.token_ids) < 2 for r in requests):
+        return None
+    return list(distinct.values())
+
+
+@torch.no_grad()
+def prefill_prompts(model: Any, prompts: Sequence[GenerationRequest], ids: dict[str, Any]) -> CachedBatch:
+    """One forward over the prompts (left-padded), kept as a cache that requests continue."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in pack_requests(prompts, ids["pad"], ids["image"]).items()}
+    if "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    positions, _ = ids["rope"].get_rope_index(
+        batch["input_ids"],
+        mm_token_type_ids=batch["mm_token_type_ids"],
+        image_grid_thw=batch.get("image_grid_thw"),
+        attention_mask=batch["attention_mask"],
+    )
+    output = model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
+    return CachedBatch(
+        output.past_key_values,
+        batch["input_ids"],
+        batch["attention_mask"],
+        [list(p.token_ids) for p in prompts],
+        [list(p.images) for p in prompts],
+    )
 
 
 def _image_runs(tokens: list[int], image_token_id: int) -> list[tuple[int, int]]:
