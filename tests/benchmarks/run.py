@@ -194,11 +194,13 @@ def render(results: dict, command: str) -> str:
               f"against {mt['single']:.3f} s single-turn (median of {len(mt['blocks']['multi'])} interleaved blocks).",
               "", "### Where our step's time goes (ms, median step of a separate profiled run)", "",
               "| stage | " + " | ".join(results["profile"]) + " |", "|---|" + "---|" * len(results["profile"])]  # fmt: skip
-    from profile_step import STAGES
-
-    for stage in (*STAGES, "step"):
-        cells = " | ".join(f"{1000 * p[stage]:.0f}" for p in results["profile"].values())
-        lines.append(f"| {'**step**' if stage == 'step' else stage} | {cells} |")
+    lines += profile_table(results["profile"])
+    if BASELINE.exists():
+        baseline = json.loads(BASELINE.read_text())
+        lines += ["", f"Before the group's prompt was shared (commit {baseline['commit']}, same profiler: "
+                  f"`{baseline['command']}`; measured {baseline['date']}):", ""]  # fmt: skip
+        lines += profile_table(baseline["rows"])
+    lines += ["", *SHARING_NOTE]
     m = results["multiturn"]
     lines += ["", "## Multi-turn rollout cost (8 trajectories, all two turns, ~10M model, 224 px, 32 new tokens per turn, greedy)", "",
               "| | turn-2 prefill tokens | turn-2 s | both turns s | generated tokens / s |", "|---|---|---|---|---|"]  # fmt: skip
@@ -241,6 +243,31 @@ def render(results: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Our step profiled at the commit before the sharing below (tests/benchmarks/profile_rows.py)
+BASELINE = Path(__file__).with_name("baseline_profile.json")
+SHARING_NOTE = [
+    "What the step shares (no flag: results are the same, see tests/test_logprobs.py and tests/test_kv_reuse.py):",
+    "",
+    "- Rollouts: the G rollouts of a group start from one prompt; the engine prefills each distinct prompt (its image",
+    "  through the vision tower included) once and continues every rollout from that KV cache, where `generate` with",
+    "  repeated inputs (and TRL) prefills it G times. Seeded rollouts sample the same tokens either way.",
+    "- Training: each distinct prompt of a micro-batch runs through the model once, and the rollouts' continuations",
+    "  attend to its KV cache inside the autograd graph, so the vision tower and the prompt tokens are computed (and",
+    "  back-propagated) once instead of G times; autograd sums their gradients over the G uses. HF layers drop the",
+    "  cache under activation checkpointing, so with `model.gradient_checkpointing=true` every trajectory runs whole.",
+]
+
+
+def profile_table(rows: dict[str, dict[str, float]]) -> list[str]:
+    from profile_step import STAGES
+
+    lines = ["| stage | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    for stage in (*STAGES, "step"):
+        cells = " | ".join(f"{1000 * row[stage]:.0f}" for row in rows.values())
+        lines.append(f"| {'**step**' if stage == 'step' else stage} | {cells} |")
+    return lines
+
+
 def log_to_mlflow(results: dict, report: Path) -> None:
     from omegaconf import OmegaConf
 
@@ -258,6 +285,7 @@ def log_to_mlflow(results: dict, report: Path) -> None:
         for name, row in results["grpo_step"].items():
             key = name.replace(" ", "").replace(",", "_").replace("(", "").replace(")", "")
             client.log_metric(run_id, f"grpo_step/{key}/ratio", row["ratio"])
+        client.log_metric(run_id, "grpo_step/multi_turn_seconds", results["multi_turn_step"]["multi"])
         client.log_metric(run_id, "adaptive/time_vs_full", results["adaptive"]["adaptive_time_vs_full"])
         client.log_metric(run_id, "memory/default_train_gib", results["memory"]["default_train_peak_rss_gib"])
         for row in results["vllm_rollout"].values():

@@ -30,6 +30,8 @@ class SeededGumbelSampling(LogitsProcessor):
         self.seeds = seeds
         # Noise is keyed by the index of the generated token, not by the (padded) sequence length.
         self.prompt_length: int | None = None
+        # One CPU generator, reseeded per row and token: the noise is the same on every device
+        self.generator = torch.Generator()
         self.warpers = [TemperatureLogitsWarper(sampling.temperature)]
         if sampling.top_k > 0:
             self.warpers.append(TopKLogitsWarper(sampling.top_k))
@@ -42,9 +44,9 @@ class SeededGumbelSampling(LogitsProcessor):
         if self.prompt_length is None:
             self.prompt_length = input_ids.shape[1]
         position = input_ids.shape[1] - self.prompt_length
-        noise = torch.empty_like(scores, dtype=torch.float32, device="cpu")
+        uniform = torch.empty(scores.shape, dtype=torch.float32)
         for row, seed in enumerate(self.seeds):
-            generator = torch.Generator().manual_seed(mix_seed(seed, position))
-            uniform = torch.rand(scores.shape[1], generator=generator).clamp_(1e-10, 1.0 - 1e-7)
-            noise[row] = -torch.log(-torch.log(uniform))
+            self.generator.manual_seed(mix_seed(seed, position))
+            torch.rand(scores.shape[1], generator=self.generator, out=uniform[row])
+        noise = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7)))
         return scores + noise.to(scores.device, scores.dtype)
