@@ -65,13 +65,16 @@ def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(builder, samples,
     def script(request):
         if len(request.images) > 1:
             return answer_turn("7")
-        return [TOOL_TURN, answer_turn("red"), long_answer][request.seed % 3]
+        return [TOOL_TURN, TOOL_TURN, answer_turn("red"), long_answer][request.seed % 4]
 
-    driver = EpisodeDriver(scripted(script), builder, RolloutConfig(group_size=3))
+    driver = EpisodeDriver(scripted(script), builder, RolloutConfig(group_size=4))
     trajectories = driver.run([builder.build(s) for s in samples[:2]], SamplingConfig(), seed=5)
-    # Two prompts, three rollouts each, of different lengths, some with a second image
+    # Two prompts, four rollouts each, of different lengths, some with a second image, and rollouts
+    # of one group sharing that image (encoded once for the continuations)
     assert shared_prompts(trajectories) is not None
     assert len({len(t.token_ids) for t in trajectories}) > 2 and {len(t.images) for t in trajectories} == {1, 2}
+    high_res = [id(t.images[1]) for t in trajectories if len(t.images) == 2]
+    assert len(set(high_res)) < len(high_res)
     pad_id, image_id = processor.tokenizer.pad_token_id, processor.image_token_id
     parameters = [p for p in model.parameters() if p.requires_grad]
 

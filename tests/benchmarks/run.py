@@ -192,8 +192,7 @@ def render(results: dict, command: str) -> str:
     lines += ["", f"Half of the trajectories two turns (agent prompt, every other first turn a resize call; ours only, "
               f"TRL's trainer has no image-returning tool turn): tiny_10m (10M), 224 px: {mt['multi']:.3f} s per step "
               f"against {mt['single']:.3f} s single-turn (median of {len(mt['blocks']['multi'])} interleaved blocks).",
-              "", "### Where our step's time goes (ms, median step of a separate profiled run)", "",
-              "| stage | " + " | ".join(results["profile"]) + " |", "|---|" + "---|" * len(results["profile"])]  # fmt: skip
+              "", "### Where our step's time goes (ms, median step of a separate profiled run)", ""]  # fmt: skip
     lines += profile_table(results["profile"])
     if BASELINE.exists():
         baseline = json.loads(BASELINE.read_text())
@@ -250,11 +249,16 @@ SHARING_NOTE = [
     "",
     "- Rollouts: the G rollouts of a group start from one prompt; the engine prefills each distinct prompt (its image",
     "  through the vision tower included) once and continues every rollout from that KV cache, where `generate` with",
-    "  repeated inputs (and TRL) prefills it G times. Seeded rollouts sample the same tokens either way.",
+    "  repeated inputs (and TRL) prefills it G times. Seeded rollouts sample the same tokens either way. In turn 2 the",
+    "  rollouts of a group that asked share one encoded high-resolution image.",
     "- Training: each distinct prompt of a micro-batch runs through the model once, and the rollouts' continuations",
     "  attend to its KV cache inside the autograd graph, so the vision tower and the prompt tokens are computed (and",
-    "  back-propagated) once instead of G times; autograd sums their gradients over the G uses. HF layers drop the",
-    "  cache under activation checkpointing, so with `model.gradient_checkpointing=true` every trajectory runs whole.",
+    "  back-propagated) once instead of G times; autograd sums their gradients over the G uses. Every image object",
+    "  (the prompt's, the high-resolution one) goes through the vision tower once per forward. HF layers drop the",
+    "  cache under activation checkpointing, so with `model.gradient_checkpointing=true` every trajectory runs whole",
+    "  (the images are still encoded once).",
+    "- Decoding: the logits processors run in a plain loop (`LogitsProcessorList` inspects each processor's",
+    "  signature at every token) and the seeded Gumbel noise is drawn into one tensor.",
 ]
 
 

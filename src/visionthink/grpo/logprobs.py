@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from visionthink.episode.builder import Segment
-from visionthink.models.qwen import pack_requests, rope_model
+from visionthink.models.qwen import image_inputs, model_inputs, pack_requests, rope_model
 from visionthink.rollout.engine import GenerationRequest
 from visionthink.rollout.trajectory import Trajectory
 
@@ -29,10 +29,8 @@ def forward_inputs(
     model: Any, trajectories: Sequence[Trajectory], pad_id: int, image_token_id: int
 ) -> dict[str, torch.Tensor]:
     requests = [GenerationRequest(t.token_ids, t.images) for t in trajectories]
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in pack_requests(requests, pad_id, image_token_id, padding_side="right").items()}
-    if "pixel_values" in batch:
-        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    batch = model_inputs(model, requests, pad_id, image_token_id, padding_side="right")
+    if "image_grid_thw" in batch:
         position_ids, _ = rope_model(model).get_rope_index(
             batch["input_ids"],
             mm_token_type_ids=batch["mm_token_type_ids"],
@@ -105,17 +103,18 @@ def shared_prompt_logits(
     """Each prompt once (left-padded, so its last token's logits predict the first generated
     token), then every trajectory's continuation (right-padded) over its prompt's KV cache."""
     device = next(model.parameters()).device
-    prompt_batch = pack_requests([GenerationRequest(p.token_ids, p.images) for p in prompts], pad_id, image_token_id)
+    prompt_batch = model_inputs(
+        model, [GenerationRequest(p.token_ids, p.images) for p in prompts], pad_id, image_token_id
+    )
     continuations = [
         GenerationRequest(t.token_ids[len(p.token_ids) :], t.images[len(p.images) :])
         for t, p in zip(trajectories, (prompts[r] for r in rows), strict=True)
     ]
-    continuation_batch = pack_requests(continuations, pad_id, image_token_id, padding_side="right")
-    prompt_batch = {k: v.to(device) for k, v in prompt_batch.items()}
-    continuation_batch = {k: v.to(device) for k, v in continuation_batch.items()}
+    continuation_ids = pack_requests(continuations, pad_id, image_token_id, padding_side="right")
+    continuation_ids = {k: v.to(device) for k, v in continuation_ids.items()}
     index = torch.tensor(rows, device=device)
-    full_ids = torch.cat([prompt_batch["input_ids"][index], continuation_batch["input_ids"]], 1)
-    full_mask = torch.cat([prompt_batch["attention_mask"][index], continuation_batch["attention_mask"]], 1)
+    full_ids = torch.cat([prompt_batch["input_ids"][index], continuation_ids["input_ids"]], 1)
+    full_mask = torch.cat([prompt_batch["attention_mask"][index], continuation_ids["attention_mask"]], 1)
     positions, _ = rope_model(model).get_rope_index(
         full_ids,
         mm_token_type_ids=(full_ids == image_token_id).int() * full_mask.int(),
@@ -124,25 +123,23 @@ def shared_prompt_logits(
     )
     prompt_width = prompt_batch["input_ids"].shape[1]
     first_use = torch.tensor([rows.index(p) for p in range(len(prompts))], device=device)
-    for batch in (prompt_batch, continuation_batch):
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
     prompt_out = model(
         **prompt_batch, position_ids=positions[:, first_use, :prompt_width], use_cache=True, logits_to_keep=1
     )
     cache = prompt_out.past_key_values
     cache.reorder_cache(index)  # one cache row per trajectory; autograd sums the rows' gradients
-    continuation_batch.pop("mm_token_type_ids")
     continuation_out = model(
-        **{**continuation_batch, "attention_mask": full_mask},
+        input_ids=continuation_ids["input_ids"],
+        attention_mask=full_mask,
         position_ids=positions[:, :, prompt_width:],
         past_key_values=cache,
         use_cache=True,
+        **image_inputs(model, [image for c in continuations for image in c.images]),
     )
     logits = torch.cat([prompt_out.logits[index], continuation_out.logits[:, :-1]], 1)
     offsets = [len(prompts[r].token_ids) - 1 for r in rows]
     lengths = [len(c.token_ids) for c in continuations]
-    return NextTokenLogits(logits, continuation_batch["input_ids"], offsets, lengths)
+    return NextTokenLogits(logits, continuation_ids["input_ids"], offsets, lengths)
 
 
 def next_token_logits(

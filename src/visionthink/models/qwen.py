@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 if TYPE_CHECKING:
+    from visionthink.episode.builder import EncodedImage
     from visionthink.rollout.engine import GenerationRequest
 
 # Tokens a policy must never generate: a generated placeholder would desynchronise image
@@ -33,7 +35,7 @@ def is_vision_parameter(name: str) -> bool:
 def pack_requests(
     requests: Sequence[GenerationRequest], pad_id: int, image_token_id: int, padding_side: str = "left"
 ) -> dict[str, torch.Tensor]:
-    """Pad token ids into one batch and gather the images' ``pixel_values`` rows in sequence order."""
+    """Pad token ids into one batch (the images come from ``image_inputs``)."""
     length = max(len(r.token_ids) for r in requests)
     input_ids = torch.full((len(requests), length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(requests), length), dtype=torch.long)
@@ -41,16 +43,60 @@ def pack_requests(
         ids = torch.tensor(request.token_ids, dtype=torch.long)
         span = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
         input_ids[row, span], attention_mask[row, span] = ids, 1
-    batch = {
+    return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "mm_token_type_ids": (input_ids == image_token_id).int() * attention_mask.int(),
     }
+
+
+def image_inputs(model: Any, images: Sequence[EncodedImage], share: bool = True) -> dict[str, Any]:
+    """Forward arguments for a batch's images, in sequence order. With ``share``, an image that
+    occurs more than once (the high-resolution image each rollout of a group that asked received,
+    the prompt image of G rollouts) goes through the vision tower once: the model places its
+    features at every occurrence and autograd sums their gradients. ``generate`` takes only
+    ``pixel_values`` (``share=False``)."""
+    if not images:
+        return {}
+    device = next(model.parameters()).device
+    grid = torch.stack([image.grid_thw for image in images]).to(device)
+    slots: dict[int, int] = {}  # image object -> its index among the distinct images
+    distinct: list[EncodedImage] = []
+    for image in images:
+        if id(image) not in slots:
+            slots[id(image)] = len(distinct)
+            distinct.append(image)
+    if not share or len(distinct) == len(images):
+        pixel_values = torch.cat([image.pixel_values for image in images]).to(device, model.dtype)
+        return {"pixel_values": pixel_values, "image_grid_thw": grid}
+    features = (
+        rope_model(model)
+        .get_image_features(
+            torch.cat([image.pixel_values for image in distinct]).to(device, model.dtype),
+            torch.stack([image.grid_thw for image in distinct]).to(device),
+            return_dict=True,
+        )
+        .pooler_output
+    )
+    shared = BaseModelOutputWithPooling(pooler_output=tuple(features[slots[id(image)]] for image in images))
+    return {"mm_encoder_outputs": {"image": shared}, "image_grid_thw": grid}
+
+
+def model_inputs(
+    model: Any,
+    requests: Sequence[GenerationRequest],
+    pad_id: int,
+    image_token_id: int,
+    padding_side: str = "left",
+    share_images: bool = True,
+) -> dict[str, Any]:
+    """Token batch and image arguments of ``requests`` on the model's device."""
+    device = next(model.parameters()).device
+    batch: dict[str, Any] = {
+        k: v.to(device) for k, v in pack_requests(requests, pad_id, image_token_id, padding_side).items()
+    }
     images = [image for request in requests for image in request.images]
-    if images:
-        batch["pixel_values"] = torch.cat([image.pixel_values for image in images])
-        batch["image_grid_thw"] = torch.stack([image.grid_thw for image in images])
-    return batch
+    return {**batch, **image_inputs(model, images, share_images)}
 
 
 def rope_model(model: Any) -> Any:

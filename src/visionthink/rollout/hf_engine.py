@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
-from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, pack_requests, rope_model, token_ids
+from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, model_inputs, rope_model, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import (
     CachedBatch,
@@ -89,10 +89,7 @@ class TransformersRolloutEngine:
         return [self._cut(ids) for ids in generated.tolist()]
 
     def _generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        batch = {k: v.to(device) for k, v in pack_requests(requests, self.pad_id, self.image_token_id).items()}
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        batch = model_inputs(self.model, requests, self.pad_id, self.image_token_id, share_images=False)
         config, processors = self.generation_config(sampling), []
         seeds = [request.seed for request in requests]
         if not sampling.greedy and all(seed is not None for seed in seeds):

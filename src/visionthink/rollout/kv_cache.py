@@ -5,7 +5,7 @@ a continuation adds (the tool-response turn and its new image).
 ``image_grid_thw`` both to the vision tower, which must see only the new images, and to the
 M-RoPE position computation, which must see all of them), so continuations run a small decode
 loop here: positions come from the model's own ``get_rope_index`` over the whole sequence, the
-vision tower encodes only the new images, and sampling uses the same logits processors (vision
+vision tower encodes only the new images, and sampling applies the same logits processors (vision
 tokens suppressed, seeded Gumbel or temperature/top-k/top-p).
 
 The first turn uses the same loop: the G rollouts of a group share one prompt, so each distinct
@@ -25,15 +25,14 @@ from typing import Any
 
 import torch
 from transformers import (
-    LogitsProcessorList,
-    SuppressTokensLogitsProcessor,
+    LogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
 from visionthink.episode.builder import EncodedImage
-from visionthink.models.qwen import pack_requests
+from visionthink.models.qwen import image_inputs, model_inputs
 from visionthink.rollout.engine import GenerationRequest, SamplingConfig
 from visionthink.rollout.seeding import SeededGumbelSampling
 
@@ -79,10 +78,7 @@ def distinct_prompts(requests: Sequence[GenerationRequest]) -> list[GenerationRe
 @torch.no_grad()
 def prefill_prompts(model: Any, prompts: Sequence[GenerationRequest], ids: dict[str, Any]) -> CachedBatch:
     """One forward over the prompts (left-padded), kept as a cache that requests continue."""
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in pack_requests(prompts, ids["pad"], ids["image"]).items()}
-    if "pixel_values" in batch:
-        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    batch = model_inputs(model, prompts, ids["pad"], ids["image"])
     positions, _ = ids["rope"].get_rope_index(
         batch["input_ids"],
         mm_token_type_ids=batch["mm_token_type_ids"],
@@ -141,22 +137,33 @@ def match(
     return matches
 
 
-def _processors(
-    sampling: SamplingConfig, seeds: list[int | None], suppressed: list[int]
-) -> tuple[LogitsProcessorList, bool]:
-    """The logits processors and whether the next token is the argmax (greedy or Gumbel-seeded)."""
-    processors = LogitsProcessorList([SuppressTokensLogitsProcessor(suppressed)])
-    if sampling.greedy:
-        return processors, True
-    if all(seed is not None for seed in seeds):
-        processors.append(SeededGumbelSampling(seeds, sampling))  # type: ignore[arg-type]
-        return processors, True
-    processors.append(TemperatureLogitsWarper(sampling.temperature))
-    if sampling.top_k > 0:
-        processors.append(TopKLogitsWarper(sampling.top_k))
-    if sampling.top_p < 1.0:
-        processors.append(TopPLogitsWarper(sampling.top_p))
-    return processors, False
+class NextTokenScores:
+    """The scores the next token is drawn from: vision tokens suppressed, then the sampling warpers.
+    Applied in a plain loop: ``LogitsProcessorList`` inspects every processor's signature on each
+    call, a measurable share of a small model's decode step."""
+
+    def __init__(self, sampling: SamplingConfig, seeds: list[int | None], suppressed: list[int]) -> None:
+        self.suppressed = torch.tensor(suppressed, dtype=torch.long)
+        self.warpers: list[LogitsProcessor] = []
+        # Whether the next token is the argmax (greedy, or Gumbel-seeded sampling)
+        self.argmax = True
+        if sampling.greedy:
+            return
+        if all(seed is not None for seed in seeds):
+            self.warpers.append(SeededGumbelSampling(seeds, sampling))  # type: ignore[arg-type]
+            return
+        self.argmax = False
+        self.warpers.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(sampling.top_p))
+
+    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        scores = logits.float().index_fill(-1, self.suppressed.to(logits.device), float("-inf"))
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        return scores
 
 
 @torch.no_grad()
@@ -195,10 +202,8 @@ def continue_from_cache(
         image_grid_thw=torch.stack([image.grid_thw for image in rope_images]).to(device),
         attention_mask=full_mask,
     )
-    inputs: dict[str, Any] = {}
-    if new_images:
-        inputs["pixel_values"] = torch.cat([image.pixel_values for image in new_images]).to(device, model.dtype)
-        inputs["image_grid_thw"] = torch.stack([image.grid_thw for image in new_images]).to(device)
+    # The rollouts of a group that asked share one encoded high-resolution image
+    inputs = image_inputs(model, new_images)
     output = model(
         input_ids=new_ids,
         attention_mask=full_mask,
@@ -207,15 +212,15 @@ def continue_from_cache(
         use_cache=True,
         **inputs,
     )
-    processors, argmax = _processors(sampling, [r.seed for r in requests], ids["suppressed"])
+    next_scores = NextTokenScores(sampling, [r.seed for r in requests], ids["suppressed"])
     next_positions = positions[:, :, -1:] + 1
     running, mask, logits = full_ids, full_mask, output.logits[:, -1]
     finished = torch.zeros(len(requests), dtype=torch.bool, device=device)
     stop = torch.tensor(sorted(ids["stop"]), device=device)
     generated = []
     for step in range(sampling.max_new_tokens):
-        scores = processors(running, logits.float())
-        token = scores.argmax(-1) if argmax else torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
+        scores = next_scores(running, logits)
+        token = scores.argmax(-1) if next_scores.argmax else torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
         token = torch.where(finished, torch.full_like(token, ids["pad"]), token)
         generated.append(token)
         running = torch.cat([running, token[:, None]], 1)
