@@ -199,7 +199,7 @@ def render(results: dict, command: str) -> str:
         lines += ["", f"Before the group's prompt was shared (commit {baseline['commit']}, same profiler: "
                   f"`{baseline['command']}`; measured {baseline['date']}):", ""]  # fmt: skip
         lines += profile_table(baseline["rows"])
-    lines += ["", *SHARING_NOTE]
+    lines += ["", *SHARING_NOTE, *what_is_left(results)]
     m = results["multiturn"]
     lines += ["", "## Multi-turn rollout cost (8 trajectories, all two turns, ~10M model, 224 px, 32 new tokens per turn, greedy)", "",
               "| | turn-2 prefill tokens | turn-2 s | both turns s | generated tokens / s |", "|---|---|---|---|---|"]  # fmt: skip
@@ -260,6 +260,20 @@ SHARING_NOTE = [
     "- Decoding: the logits processors run in a plain loop (`LogitsProcessorList` inspects each processor's",
     "  signature at every token) and the seeded Gumbel noise is drawn into one tensor.",
 ]
+
+
+def what_is_left(results: dict) -> list[str]:
+    """Where the remaining time of our step goes, from this run's profiles."""
+    single = {name: row for name, row in results["profile"].items() if "two turns" not in name}
+    decode = [row["rollout: decode"] / row["step"] for row in single.values()]
+    training = [(row["log-probs: forward"] + row["backward"]) / row["step"] for row in single.values()]
+    return [
+        f"- What is left: decoding is {min(decode):.0%}-{max(decode):.0%} of our single-turn step: one forward of the",
+        "  model per generated token for the 8 rollouts, the work TRL's `generate` does too (our decode loop costs",
+        "  what `generate`'s does per token) and that rollouts cannot share. The training forward and backward over",
+        f"  the generated tokens are {min(training):.0%}-{max(training):.0%}. The levers left are the rollout engine",
+        "  (vLLM, the throughput table below) and a static KV cache compiled with `torch.compile` (not tried).",
+    ]
 
 
 def profile_table(rows: dict[str, dict[str, float]]) -> list[str]:

@@ -1,8 +1,9 @@
 """Per-token log-probabilities of whole multi-turn trajectories under a policy.
 
-Each forward pass right-pads a micro-batch of trajectories, concatenates their images'
-``pixel_values`` rows in sequence order (so rows always match ``image_grid_thw``), and computes
-the 3-D M-RoPE positions once over each whole sequence with the model's own ``get_rope_index``.
+Each forward pass right-pads a micro-batch of trajectories, gives the model their images in
+sequence order (each image object through the vision tower once: ``models.qwen.image_inputs``),
+and computes the 3-D M-RoPE positions once over each whole sequence with the model's own
+``get_rope_index``.
 
 The G rollouts of a group start from one prompt (its image included). When a micro-batch holds
 several rollouts of a prompt, the prompt runs through the model once and its KV cache, still in
@@ -82,14 +83,15 @@ def whole_sequence_logits(
 def shared_prompts(trajectories: Sequence[Trajectory]) -> tuple[list[Segment], list[int]] | None:
     """The distinct prompts of a micro-batch and each trajectory's index among them; None when
     sharing gains nothing (every prompt is used once) or a trajectory has nothing after its prompt."""
-    prompts: dict[int, int] = {}
-    rows = [prompts.setdefault(id(t.episode.prompt), len(prompts)) for t in trajectories]
-    if len(prompts) == len(trajectories) or any(
+    distinct: dict[int, Segment] = {}
+    for trajectory in trajectories:
+        distinct.setdefault(id(trajectory.episode.prompt), trajectory.episode.prompt)
+    if len(distinct) == len(trajectories) or any(
         len(t.token_ids) <= len(t.episode.prompt.token_ids) for t in trajectories
     ):
         return None
-    unique = {id(t.episode.prompt): t.episode.prompt for t in trajectories}
-    return list(unique.values()), rows
+    index = {key: position for position, key in enumerate(distinct)}
+    return list(distinct.values()), [index[id(t.episode.prompt)] for t in trajectories]
 
 
 def shared_prompt_logits(
