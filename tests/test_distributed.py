@@ -12,7 +12,7 @@ import torch
 
 from conftest import CONF_DIR, ROOT, SMALL_RESOLUTION, SMOKE_RUN, compose_train
 from visionthink.data.sampler import GlobalBatchSampler
-from visionthink.metrics.distributed import combine
+from visionthink.metrics.distributed import Slowest, Summed, combine
 from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig, TransformersRolloutEngine
 
 
@@ -52,13 +52,16 @@ def test_rollouts_do_not_depend_on_batch_composition(sft_checkpoint, processor, 
 
 
 def test_metrics_combine_counts_durations_and_means():
+    """Each value says how it combines: counts add up, durations take the slowest rank, and plain
+    values are means weighted by the ranks' trajectory counts, whatever their names."""
     combined = combine(
         [
-            ({"train/reward": 1.0, "train/filtered_groups": 2, "perf/step_seconds": 3.0, "train/x": 5.0}, 1),
-            ({"train/reward": 0.0, "train/filtered_groups": 1, "perf/step_seconds": 4.0}, 3),
+            ({"train/reward": 1.0, "any/new_count": Summed(2), "any/new_seconds": Slowest(3.0), "train/x": 5.0}, 1),
+            ({"train/reward": 0.0, "any/new_count": Summed(1), "any/new_seconds": Slowest(4.0)}, 3),
         ]
     )
-    assert combined == {"train/reward": 0.25, "train/filtered_groups": 3, "perf/step_seconds": 4.0, "train/x": 5.0}
+    assert combined == {"train/reward": 0.25, "any/new_count": 3, "any/new_seconds": 4.0, "train/x": 5.0}
+    assert all(type(value) is float for value in combined.values())
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import TOOL_TURN, answer_turn
-from visionthink.metrics import rollout_metrics
+from visionthink.metrics.rollouts import rollout_metrics
 from visionthink.rollout import (
     EpisodeDriver,
     GenerationResult,

@@ -27,6 +27,7 @@ from visionthink.grpo.config import GRPOConfig
 from visionthink.grpo.correction import rollout_correction
 from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logprobs
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
+from visionthink.metrics.distributed import Summed
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.training.collectives import max_across_ranks, sum_across_ranks, world_size
 
@@ -106,7 +107,7 @@ class GRPOUpdate:
         steps = self.plan(trajectories, num_groups)
         if not steps:
             self._step(optimizer, scheduler, zero_grad=True)
-            return {"train/updated_groups": 0.0, "train/optimizer_steps": 0.0}
+            return {"train/updated_groups": Summed(0), "train/optimizer_steps": 0.0}
         batch = self.score(policy, reference, trajectories, rewards, multiple_steps=len(steps) > 1)
         totals: dict[str, list[float]] = {}
         for step in steps:
@@ -116,7 +117,7 @@ class GRPOUpdate:
         metrics.update(batch.mismatch)
         if num_groups:
             metrics["train/advantage_abs"] = float(batch.advantages.abs().mean())
-        metrics["train/updated_groups"] = float(num_groups)
+        metrics["train/updated_groups"] = Summed(num_groups)
         # Steps with gradients (the same on every rank); 0: the weights did not change
         metrics["train/optimizer_steps"] = float(len(steps))
         return metrics

@@ -1,5 +1,3 @@
-"""Metrics: what the rollouts of a step did (logged to MLflow by the training module)."""
-
-from visionthink.metrics.rollouts import rollout_metrics
-
-__all__ = ["rollout_metrics"]
+"""Metrics: what the rollouts of a step did (``rollouts``) and how the ranks' figures combine
+(``distributed``; imported by the stages that produce counts and durations, so nothing is
+imported here)."""

@@ -6,26 +6,27 @@ from collections.abc import Sequence
 
 import torch.distributed as dist
 
-# Counts add up across ranks; durations take the slowest rank; throughputs add up; the rest are
-# means over trajectories, weighted by each rank's count.
-SUMMED = {
-    "train/filtered_groups", "train/invalid_groups", "train/updated_groups", "train/buffered_groups",
-    "data/skipped_samples", "judge/items", "judge/cache_hits", "judge/requests", "judge/retries",
-    "perf/tokens_per_second",
-}  # fmt: skip
-MAXED = {"perf/step_seconds", "perf/rollout_seconds", "judge/seconds"}
+
+class Summed(float):
+    """A metric that adds up across ranks: a count (groups, samples, requests) or a throughput."""
+
+
+class Slowest(float):
+    """A metric for which the slowest rank speaks: a duration."""
 
 
 def combine(per_rank: Sequence[tuple[dict[str, float], float]]) -> dict[str, float]:
-    """``per_rank`` holds (metrics, weight) per rank; a metric missing on a rank is left out there."""
+    """``per_rank`` holds (metrics, weight) per rank; a metric missing on a rank is left out there.
+    ``Summed`` and ``Slowest`` values say how they combine; any other value is a mean over
+    trajectories, weighted by each rank's count."""
     names = sorted({name for metrics, _ in per_rank for name in metrics})
     combined = {}
     for name in names:
         present = [(metrics[name], weight) for metrics, weight in per_rank if name in metrics]
-        if name in SUMMED:
-            combined[name] = sum(value for value, _ in present)
-        elif name in MAXED:
-            combined[name] = max(value for value, _ in present)
+        if isinstance(present[0][0], Summed):
+            combined[name] = float(sum(value for value, _ in present))
+        elif isinstance(present[0][0], Slowest):
+            combined[name] = float(max(value for value, _ in present))
         else:
             total = sum(weight for _, weight in present)
             combined[name] = sum(value * weight for value, weight in present) / total if total else present[0][0]

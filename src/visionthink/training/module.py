@@ -28,7 +28,7 @@ from visionthink.errors import InputError
 from visionthink.grpo.advantages import zero_variance_groups
 from visionthink.grpo.config import GRPOConfig
 from visionthink.grpo.update import GRPOUpdate, Hooks
-from visionthink.metrics.distributed import gather_metrics
+from visionthink.metrics.distributed import Slowest, Summed, gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
 from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
 from visionthink.models.qwen import IMAGE_PAD
@@ -177,13 +177,13 @@ class VisionThinkGRPO(L.LightningModule):
             keep = ~zero_variance_groups(rewards, size, self.grpo.zero_variance_threshold)
             flat = int((~keep).sum())
             groups = [g for g, k in zip(groups, keep.tolist(), strict=True) if k]
-        return groups, {"invalid_groups": float(len(invalid)), "filtered_groups": float(len(invalid) + flat)}
+        return groups, {"invalid_groups": Summed(len(invalid)), "filtered_groups": Summed(len(invalid) + flat)}
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: SampleBatch, batch_idx: int) -> None:
         step_started = time.perf_counter()
         episodes = self.episodes(batch)
-        metrics: dict[str, float] = {"data/skipped_samples": float(self.skipped_samples)}
+        metrics: dict[str, float] = {"data/skipped_samples": Summed(self.skipped_samples)}
         trajectories, scores = [], []
         if episodes:
             rollout_started = time.perf_counter()
@@ -193,8 +193,8 @@ class VisionThinkGRPO(L.LightningModule):
             scores = self.score(trajectories)
             self.last_rollouts = (trajectories, scores)
             generated = sum(t.generated_tokens for t in trajectories)
-            metrics["perf/rollout_seconds"] = rollout_seconds
-            metrics["perf/tokens_per_second"] = generated / max(rollout_seconds, 1e-9)
+            metrics["perf/rollout_seconds"] = Slowest(rollout_seconds)
+            metrics["perf/tokens_per_second"] = Summed(generated / max(rollout_seconds, 1e-9))
         groups, filter_metrics = self._groups(trajectories, scores)
         rollouts = {**rollout_metrics(trajectories, scores), **filter_metrics}
         metrics.update({f"train/{name}": value for name, value in rollouts.items()})
@@ -206,12 +206,12 @@ class VisionThinkGRPO(L.LightningModule):
         enough = len(self._buffer) >= wanted or self._generation_batches >= self.grpo.max_generation_batches
         # Every rank must take the same decision: an update is a collective under DDP.
         if not all_ranks(enough):
-            metrics["train/buffered_groups"] = float(len(self._buffer))
+            metrics["train/buffered_groups"] = Summed(len(self._buffer))
             self.publish(metrics, weight=len(trajectories))
             return
         groups, self._buffer, self._generation_batches = self._buffer[:wanted], [], 0
         metrics.update(self._update(groups))
-        metrics["perf/step_seconds"] = time.perf_counter() - step_started
+        metrics["perf/step_seconds"] = Slowest(time.perf_counter() - step_started)
         self.publish(metrics, weight=len(trajectories))
         progress = {"reward": "train/reward", "acc": "train/accuracy", "resize": "train/resize_ratio",
                     "resize_fine": "train/resize_ratio/needs_high_res", "resize_coarse": "train/resize_ratio/low_res_enough",

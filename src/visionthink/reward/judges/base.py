@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from visionthink.metrics.distributed import Slowest, Summed
+
 
 @dataclass(frozen=True)
 class JudgeItem:
@@ -43,12 +45,12 @@ class JudgeStats:
 
     def as_metrics(self) -> dict[str, float]:
         return {
-            "judge/items": float(self.items),
+            "judge/items": Summed(self.items),
             "judge/invalid_rate": self.invalid / self.items if self.items else 0.0,
-            "judge/cache_hits": float(self.cache_hits),
-            "judge/requests": float(self.requests),
-            "judge/retries": float(self.retries),
-            "judge/seconds": self.seconds,
+            "judge/cache_hits": Summed(self.cache_hits),
+            "judge/requests": Summed(self.requests),
+            "judge/retries": Summed(self.retries),
+            "judge/seconds": Slowest(self.seconds),
         }
 
 
