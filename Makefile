@@ -82,8 +82,8 @@ test-vllm: $(STAMP_VLLM) $(JUDGE_GGUF) ## Tests with real vLLM on this CPU (in .
 	VISIONTHINK_REQUIRE_VLLM=1 $(PY_VLLM) -m pytest tests/vllm_real $(ARGS)
 	$(PY_VLLM) -m pytest -m "not slow" --ignore=tests/vllm_real $(ARGS)
 
-# A one-node SLURM on localhost (munge, slurmctld, slurmd under a temporary folder, stopped after)
-test-slurm: $(STAMP) $(JUDGE_GGUF) ## A real SLURM runs a theta sweep (root; installs slurm-wlm and munge if absent)
+# A SLURM on localhost (munge, slurmctld, a slurmd per node, under a temporary folder, stopped after)
+test-slurm: $(STAMP) $(JUDGE_GGUF) ## A real SLURM runs a theta sweep and a two-node DDP run (root; installs slurm-wlm and munge if absent)
 	command -v slurmctld >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge)
 	VISIONTHINK_SLURM=1 $(PY) -m pytest tests/slurm_real $(ARGS)

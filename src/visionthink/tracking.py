@@ -8,9 +8,11 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
 
 # MLflow 3 opens experiments without this tag in its GenAI view (traces, "evaluation runs");
 # ours are model training experiments.
@@ -32,6 +34,20 @@ def experiment_for(client: mlflow.MlflowClient, settings: Any) -> str:
     )
     mark_model_training(client, experiment_id)
     return experiment_id
+
+
+@contextmanager
+def store_creation_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold while opening an MLflow sqlite store: MLflow creates a new store's tables on first use,
+    and processes that start together (the tasks of a multi-node SLURM job) would both create them
+    ("duplicate column name"). Other stores need no lock."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        yield
 
 
 def end_abandoned_run(tracking_uri: str, run_id: str) -> None:

@@ -1,4 +1,5 @@
-"""A one-node SLURM cluster on localhost for the SLURM tier (`make test-slurm`).
+"""A SLURM cluster on localhost for the SLURM tier (`make test-slurm`): one node, or several
+nodes on this one machine (one slurmd per node, each on its own port).
 
 Debian's slurm-wlm daemons run in the foreground as children of this process, with every file
 (munge key and socket, slurm.conf, state, spool, logs) under one folder, so nothing outside it is
@@ -36,13 +37,18 @@ def memory_mb() -> int:
 
 
 class LocalSlurm:
-    """munged, slurmctld and slurmd for one node named after this host, partition ``partition``."""
+    """munged, slurmctld and a slurmd per node, partition ``partition``. The first node is named
+    after this host, so the address Lightning derives from a job's node list resolves; the others
+    are ``<host>-2``, ... on ports after the first slurmd's."""
 
-    def __init__(self, folder: Path, partition: str = "debug", ports: tuple[int, int] = (6917, 6918)) -> None:
+    def __init__(
+        self, folder: Path, partition: str = "debug", ports: tuple[int, int] = (6917, 6918), nodes: int = 1
+    ) -> None:
         self.folder = Path(folder)
         self.partition = partition
         self.ports = ports
         self.node = socket.gethostname().split(".")[0]
+        self.nodes = [self.node] + [f"{self.node}-{index}" for index in range(2, nodes + 1)]
         self.conf = self.folder / "slurm.conf"
         self.munge_dir = self.folder / "munge"
         self.processes: list[subprocess.Popen] = []
@@ -66,11 +72,12 @@ class LocalSlurm:
             "CredType": "cred/munge",
             "AuthInfo": f"socket={self.munge_dir / 'munge.socket'}",
             "StateSaveLocation": folder / "state",
-            "SlurmdSpoolDir": folder / "spool",
+            # %n: each node's slurmd keeps its own files
+            "SlurmdSpoolDir": folder / "spool" / "%n",
             "SlurmctldPidFile": folder / "slurmctld.pid",
-            "SlurmdPidFile": folder / "slurmd.pid",
+            "SlurmdPidFile": folder / "slurmd-%n.pid",
             "SlurmctldLogFile": folder / "log" / "slurmctld.log",
-            "SlurmdLogFile": folder / "log" / "slurmd.log",
+            "SlurmdLogFile": folder / "log" / "slurmd-%n.log",
             # no cgroups in a container: track job processes through /proc
             "ProctrackType": "proctrack/linuxproc",
             "TaskPlugin": "task/none",
@@ -87,8 +94,11 @@ class LocalSlurm:
             "KillWait": 60,
         }
         text = "".join(f"{key}={value}\n" for key, value in lines.items())
-        text += f"NodeName={self.node} CPUs={os.cpu_count()} RealMemory={memory_mb()} State=UNKNOWN\n"
-        text += f"PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP\n"
+        for index, node in enumerate(self.nodes):
+            # Every node offers the whole machine: each slurmd checks the configuration against it
+            text += (f"NodeName={node} NodeHostname={self.node} NodeAddr=127.0.0.1 Port={self.ports[1] + index} "
+                     f"CPUs={os.cpu_count()} RealMemory={memory_mb()} State=UNKNOWN\n")  # fmt: skip
+        text += f"PartitionName={self.partition} Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP\n"
         self.conf.write_text(text)
 
     def _start_munge(self) -> None:
@@ -110,8 +120,8 @@ class LocalSlurm:
         )  # fmt: skip
         self._wait(lambda: files["munge.socket"].exists(), "munged did not create its socket")
 
-    def _spawn(self, command: list[str], **kwargs) -> None:
-        log = open(self.folder / "log" / f"{Path(command[0]).name}.out", "ab")  # noqa: SIM115 (kept by the child)
+    def _spawn(self, command: list[str], name: str | None = None, **kwargs) -> None:
+        log = open(self.folder / "log" / f"{name or Path(command[0]).name}.out", "ab")  # noqa: SIM115 (kept by the child)
         self.processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env, **kwargs))
 
     def _wait(self, ready, message: str, timeout: float = 60) -> None:
@@ -125,16 +135,22 @@ class LocalSlurm:
             time.sleep(0.5)
         raise RuntimeError(f"{message} (logs in {self.folder / 'log'})")
 
-    def node_state(self) -> str:
-        result = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, env=self.env)
-        return result.stdout.strip()
+    def node_states(self) -> list[str]:
+        result = subprocess.run(
+            ["sinfo", "--noheader", "--Node", "--format=%T"], capture_output=True, text=True, env=self.env
+        )
+        return result.stdout.split()
 
     def start(self) -> LocalSlurm:
         self._write_conf()
         self._start_munge()
         self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)])
-        self._spawn(["slurmd", "-D", "-f", str(self.conf)])
-        self._wait(lambda: self.node_state() in ("idle", "mixed", "allocated"), "the node did not become idle")
+        for node in self.nodes:
+            (self.folder / "spool" / node).mkdir(parents=True, exist_ok=True)
+            self._spawn(["slurmd", "-D", "-N", node, "-f", str(self.conf)], name=f"slurmd-{node}")
+        ready = {"idle", "mixed", "allocated"}
+        self._wait(lambda: set(self.node_states()) <= ready and len(self.node_states()) == len(self.nodes),
+                   "the nodes did not become idle")  # fmt: skip
         return self
 
     def stop(self) -> None:
@@ -149,12 +165,15 @@ class LocalSlurm:
                 process.wait()
         self.processes.clear()
 
-    def job_state(self, job_id: str) -> str:
+    def job_fields(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job`'s fields (JobState, NumNodes, NodeList, ...)."""
         result = subprocess.run(
             ["scontrol", "--oneliner", "show", "job", job_id], capture_output=True, text=True, env=self.env
         )
-        fields = dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
-        return fields.get("JobState", "UNKNOWN")
+        return dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
+
+    def job_state(self, job_id: str) -> str:
+        return self.job_fields(job_id).get("JobState", "UNKNOWN")
 
     def job_states(self, job_ids: list[str], timeout: float = 120) -> dict[str, str]:
         """Each job's final state from slurmctld (kept for MinJobAge after it ends), once the

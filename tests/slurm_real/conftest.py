@@ -1,5 +1,5 @@
-"""The SLURM tier (`make test-slurm`): a real one-node SLURM on localhost schedules the sweep's
-trials. Skipped elsewhere with that reason; `make test-slurm` sets VISIONTHINK_SLURM=1, and then a
+"""The SLURM tier (`make test-slurm`): a real SLURM on localhost schedules the sweep's trials (one
+node) and a DDP run over two nodes. Skipped elsewhere with that reason; `make test-slurm` sets VISIONTHINK_SLURM=1, and then a
 machine that cannot run the cluster fails instead of skipping."""
 
 from __future__ import annotations
@@ -22,15 +22,25 @@ def pytest_collection_modifyitems(config, items):
         skip_tier(items, "slurm_real", "`make test-slurm` runs this tier (root, Debian's slurm-wlm and munge)")
 
 
-@pytest.fixture(scope="session")
-def cluster():
+def local_slurm(nodes: int):
     reason = missing_requirements()
     if reason:
         raise RuntimeError(f"VISIONTHINK_SLURM=1 but {reason}")
     # Not under pytest's own temporary folder: that one is private to root, and munged runs as munge.
     folder = Path(tempfile.mkdtemp(prefix="visionthink-slurm-"))
     folder.chmod(0o755)
-    slurm = LocalSlurm(folder).start()
+    slurm = LocalSlurm(folder, nodes=nodes).start()
     yield slurm
     slurm.stop()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+# One cluster at a time (they share the ports): each lives for the module that uses it
+@pytest.fixture(scope="module")
+def cluster():
+    yield from local_slurm(nodes=1)
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    yield from local_slurm(nodes=2)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionthink.rollout.factory import build_backend, check_backend
 from visionthink.sweep.tracking import slurm_tags, trial_tags
-from visionthink.tracking import end_abandoned_run, mark_model_training
+from visionthink.tracking import end_abandoned_run, mark_model_training, store_creation_lock
 from visionthink.training.module import VisionThinkGRPO
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,12 @@ def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
                 overrides["run_id"] = run_id_file.read_text().strip()
             else:  # the folder starts afresh: its earlier run, if a kill left it RUNNING, is over
                 end_abandoned_run(logger_cfg.tracking_uri, run_id_file.read_text().strip())
-        if name == "mlflow":
-            overrides["tags"] = {**trial_tags(cfg.get("sweep")), **slurm_tags()} or None
-        loggers.append(instantiate(logger_cfg, **overrides))
+        if name != "mlflow":
+            loggers.append(instantiate(logger_cfg, **overrides))
+            continue
+        overrides["tags"] = {**trial_tags(cfg.get("sweep")), **slurm_tags()} or None
+        with store_creation_lock(logger_cfg.tracking_uri):
+            loggers.append(instantiate(logger_cfg, **overrides))
     return loggers
 
 
