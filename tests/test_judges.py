@@ -189,7 +189,7 @@ def test_training_against_an_openai_compatible_server(tmp_path):
         overrides = ["judge=openai", f"judge.base_url={server.url}", "judge.model=served-judge", "trainer.max_steps=2"]
         metrics = train_in_process(tmp_path, overrides, script=digit_policy)
     assert server.requests and all(r["model"] == "served-judge" and r["temperature"] == 0.0 for r in server.requests)
-    assert metrics["judge/items"] > 0 and metrics["judge/invalid_rate"] == 0.0
+    assert metrics["system/judge/items"] > 0 and metrics["judge/invalid_rate"] == 0.0
     assert metrics["train/resize_ratio"] == 1.0 and metrics["train/format"] == 0.5
 
 
@@ -198,7 +198,7 @@ def test_training_with_the_local_judge_offline(tmp_path):
     metrics = train_in_process(
         tmp_path, ["judge=local", f"judge.path={SMOLLM2}", "trainer.max_steps=1"], script=digit_policy
     )
-    assert metrics["judge/items"] > 0 and metrics["judge/invalid_rate"] == 0.0
+    assert metrics["system/judge/items"] > 0 and metrics["judge/invalid_rate"] == 0.0
 
 
 @pytest.mark.parametrize(

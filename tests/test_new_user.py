@@ -55,7 +55,7 @@ def test_bad_rows_under_two_workers_are_skipped_named_and_counted_once(tmp_path)
     for line in (3, 6, 9, 12):
         assert output.count(f"(row {line} of {data})") == 1, (line, output[-3000:])
     client, (run,) = mlflow_run(tmp_path, "mine")
-    assert max(history(client, run.info.run_id, "data/skipped_samples").values()) == 4
+    assert max(history(client, run.info.run_id, "system/data/skipped_samples").values()) == 4
     # The progress bar carries what a user watches
     flat = " ".join(output.split())  # the bar wraps its metrics over lines
     for key in ("reward", "acc", "resize", "vis_tokens", "step_s"):

@@ -21,7 +21,7 @@ IMAGE = re.compile(r"data:image/png;base64,|mlflow-attachment://.*content_type=i
 REQUIRED_METRICS = [
     "train/reward", "train/accuracy", "train/format", "train/penalty", "train/resize_ratio", "train/visual_tokens",
     "train/visual_token_ratio", "train/response_tokens", "train/kl", "train/loss", "train/clip_fraction",
-    "train/filtered_groups", "perf/step_seconds", "perf/rollout_seconds", "perf/tokens_per_second",
+    "train/filtered_groups", "system/perf/step_seconds", "system/perf/rollout_seconds", "system/perf/tokens_per_second",
     "val/accuracy", "val/resize_ratio", "val/visual_tokens",
 ]  # fmt: skip
 
@@ -39,6 +39,11 @@ def test_two_step_run_logs_everything_to_mlflow(tmp_path):
     assert mlrun.info.status == "FINISHED"
     missing = [name for name in REQUIRED_METRICS if name not in mlrun.data.metrics]
     assert not missing, f"missing metrics {missing}; logged {sorted(mlrun.data.metrics)}"
+    # MLflow's Model metrics tab groups charts by prefix, alphabetically, and shows system/* in its
+    # System metrics tab: what the method is judged by comes first, the bookkeeping goes there.
+    sections = sorted({name.rsplit("/", 1)[0] for name in mlrun.data.metrics if not name.startswith("system/")})
+    assert sections[0] in ("judge", "train") and {"train", "val"} <= set(sections), sections
+    assert all(s.split("/")[0] in ("judge", "train", "val") for s in sections), sections
     assert sorted(history(client, mlrun.info.run_id, "train/reward")) == [1, 2]
     assert mlrun.data.params["reward/penalty_theta"] == "0.3"
     assert mlrun.data.params["model/tiny/text_hidden_size"] == "128"

@@ -183,7 +183,7 @@ class VisionThinkGRPO(L.LightningModule):
     def training_step(self, batch: SampleBatch, batch_idx: int) -> None:
         step_started = time.perf_counter()
         episodes = self.episodes(batch)
-        metrics: dict[str, float] = {"data/skipped_samples": Summed(self.skipped_samples)}
+        metrics: dict[str, float] = {"system/data/skipped_samples": Summed(self.skipped_samples)}
         trajectories, scores = [], []
         if episodes:
             rollout_started = time.perf_counter()
@@ -193,8 +193,8 @@ class VisionThinkGRPO(L.LightningModule):
             scores = self.score(trajectories)
             self.last_rollouts = (trajectories, scores)
             generated = sum(t.generated_tokens for t in trajectories)
-            metrics["perf/rollout_seconds"] = Slowest(rollout_seconds)
-            metrics["perf/tokens_per_second"] = Summed(generated / max(rollout_seconds, 1e-9))
+            metrics["system/perf/rollout_seconds"] = Slowest(rollout_seconds)
+            metrics["system/perf/tokens_per_second"] = Summed(generated / max(rollout_seconds, 1e-9))
         groups, filter_metrics = self._groups(trajectories, scores)
         rollouts = {**rollout_metrics(trajectories, scores), **filter_metrics}
         metrics.update({f"train/{name}": value for name, value in rollouts.items()})
@@ -211,11 +211,11 @@ class VisionThinkGRPO(L.LightningModule):
             return
         groups, self._buffer, self._generation_batches = self._buffer[:wanted], [], 0
         metrics.update(self._update(groups))
-        metrics["perf/step_seconds"] = Slowest(time.perf_counter() - step_started)
+        metrics["system/perf/step_seconds"] = Slowest(time.perf_counter() - step_started)
         self.publish(metrics, weight=len(trajectories))
         progress = {"reward": "train/reward", "acc": "train/accuracy", "resize": "train/resize_ratio",
                     "resize_fine": "train/resize_ratio/needs_high_res", "resize_coarse": "train/resize_ratio/low_res_enough",
-                    "vis_tokens": "train/visual_tokens", "step_s": "perf/step_seconds",
+                    "vis_tokens": "train/visual_tokens", "step_s": "system/perf/step_seconds",
                     "judge_invalid": "judge/invalid_rate"}  # fmt: skip
         # A value a step lacks (no label question in it, data without use_tool) keeps the bar's last one.
         shown = {k: metrics[v] for k, v in progress.items() if v in metrics}

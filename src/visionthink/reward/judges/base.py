@@ -45,12 +45,12 @@ class JudgeStats:
 
     def as_metrics(self) -> dict[str, float]:
         return {
-            "judge/items": Summed(self.items),
+            "system/judge/items": Summed(self.items),
             "judge/invalid_rate": self.invalid / self.items if self.items else 0.0,
-            "judge/cache_hits": Summed(self.cache_hits),
-            "judge/requests": Summed(self.requests),
-            "judge/retries": Summed(self.retries),
-            "judge/seconds": Slowest(self.seconds),
+            "system/judge/cache_hits": Summed(self.cache_hits),
+            "system/judge/requests": Summed(self.requests),
+            "system/judge/retries": Summed(self.retries),
+            "system/judge/seconds": Slowest(self.seconds),
         }
 
 
