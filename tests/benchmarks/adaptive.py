@@ -14,16 +14,19 @@ from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig
 from visionthink.rollout.engine import GenerationResult
 
 
+def resize_call_ids(tokenizer: Any) -> list[int]:
+    """A whole turn that calls the resize tool, closed as the model closes a turn."""
+    call = json.dumps({"name": "resize_image", "arguments": {"action": "resize"}})
+    text = f"<think>\nThe label is too small.\n</think>\n<tool_call>\n{call}\n</tool_call>"
+    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
 class ScriptedDecision:
     """Turn 1 of a question about the small label is a resize call; everything else is the model's."""
 
     def __init__(self, engine: Any, tokenizer: Any):
         self.engine, self.tokenizer = engine, tokenizer
-        call = json.dumps({"name": "resize_image", "arguments": {"action": "resize"}})
-        text = f"<think>\nThe label is too small.\n</think>\n<tool_call>\n{call}\n</tool_call>"
-        self.call = tokenizer(text, add_special_tokens=False)["input_ids"] + [
-            tokenizer.convert_tokens_to_ids("<|im_end|>")
-        ]
+        self.call = resize_call_ids(tokenizer)
 
     def generate(self, requests, sampling):
         scripted = {

@@ -48,12 +48,12 @@ class EveryOtherRolloutAsks:
 
 
 def half_ask_backend(config: Any, policy: Any, tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
+    from adaptive import resize_call_ids
+
     from visionthink.rollout.factory import RolloutBackend, build_backend
 
     backend = build_backend(config, policy, tokenizer, *args, **kwargs)
-    call = '<think>\nThe label is too small.\n</think>\n<tool_call>\n{"name": "resize_image", "arguments": {"action": "resize"}}\n</tool_call>'
-    ids = tokenizer(call, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    return RolloutBackend(EveryOtherRolloutAsks(backend.engine, ids), backend.weight_sync)
+    return RolloutBackend(EveryOtherRolloutAsks(backend.engine, resize_call_ids(tokenizer)), backend.weight_sync)
 
 
 def ours(

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from visionthink.episode.builder import Segment
-from visionthink.models.qwen import image_inputs, model_inputs, pack_requests, rope_model
+from visionthink.models.qwen import image_inputs, model_inputs, pack_requests, rope_positions
 from visionthink.rollout.engine import GenerationRequest
 from visionthink.rollout.trajectory import Trajectory
 
@@ -32,13 +32,9 @@ def forward_inputs(
     requests = [GenerationRequest(t.token_ids, t.images) for t in trajectories]
     batch = model_inputs(model, requests, pad_id, image_token_id, padding_side="right")
     if "image_grid_thw" in batch:
-        position_ids, _ = rope_model(model).get_rope_index(
-            batch["input_ids"],
-            mm_token_type_ids=batch["mm_token_type_ids"],
-            image_grid_thw=batch["image_grid_thw"],
-            attention_mask=batch["attention_mask"],
+        batch["position_ids"] = rope_positions(
+            model, batch["input_ids"], batch["attention_mask"], image_token_id, batch["image_grid_thw"]
         )
-        batch["position_ids"] = position_ids
     return batch
 
 
@@ -117,12 +113,8 @@ def shared_prompt_logits(
     index = torch.tensor(rows, device=device)
     full_ids = torch.cat([prompt_batch["input_ids"][index], continuation_ids["input_ids"]], 1)
     full_mask = torch.cat([prompt_batch["attention_mask"][index], continuation_ids["attention_mask"]], 1)
-    positions, _ = rope_model(model).get_rope_index(
-        full_ids,
-        mm_token_type_ids=(full_ids == image_token_id).int() * full_mask.int(),
-        image_grid_thw=torch.stack([image.grid_thw for t in trajectories for image in t.images]).to(device),
-        attention_mask=full_mask,
-    )
+    grids = torch.stack([image.grid_thw for t in trajectories for image in t.images]).to(device)
+    positions = rope_positions(model, full_ids, full_mask, image_token_id, grids)
     prompt_width = prompt_batch["input_ids"].shape[1]
     first_use = torch.tensor([rows.index(p) for p in range(len(prompts))], device=device)
     prompt_out = model(

@@ -99,6 +99,20 @@ def model_inputs(
     return {**batch, **image_inputs(model, images, share_images)}
 
 
+def rope_positions(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int, image_grid_thw: Any
+) -> torch.Tensor:
+    """3-D M-RoPE positions (3, B, L) of whole sequences, padding anywhere in them, from the
+    model's own ``get_rope_index`` (``image_grid_thw``: every image of the batch, in order)."""
+    positions, _ = rope_model(model).get_rope_index(
+        input_ids,
+        mm_token_type_ids=(input_ids == image_token_id).int() * attention_mask.int(),
+        image_grid_thw=image_grid_thw,
+        attention_mask=attention_mask,
+    )
+    return positions
+
+
 def rope_model(model: Any) -> Any:
     """The inner ``Qwen2_5_VLModel`` (which owns ``get_rope_index``), also through PEFT wrappers."""
     inner = model

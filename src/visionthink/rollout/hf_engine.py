@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
-from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, model_inputs, rope_model, token_ids
+from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, model_inputs, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import (
     CachedBatch,
@@ -75,10 +75,10 @@ class TransformersRolloutEngine:
         try:
             cached = self._cached if self.reuse_kv_cache else None
             matches = match(cached, requests, self.image_token_id) if cached is not None else None
-            if matches is None and (prompts := distinct_prompts(requests)) is not None:
+            if matches is None and (shared := distinct_prompts(requests, self.image_token_id)) is not None:
+                prompts, matches = shared
                 self._cached = prefill_prompts(self.model, prompts, self._ids())
                 self.prefill_tokens += int(self._cached.valid.sum())
-                matches = match(self._cached, requests, self.image_token_id)
             generated = (
                 self._generate(requests, sampling) if matches is None else self._continue(requests, matches, sampling)
             )
@@ -122,7 +122,6 @@ class TransformersRolloutEngine:
             "image": self.image_token_id,
             "stop": set(self.stop_ids),
             "suppressed": self.suppressed_ids,
-            "rope": rope_model(self.model),
         }
 
     def _continue(self, requests, matches, sampling: SamplingConfig) -> torch.Tensor:

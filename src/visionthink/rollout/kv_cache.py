@@ -4,7 +4,7 @@ a continuation adds (the tool-response turn and its new image).
 ``transformers.generate`` cannot continue a Qwen2.5-VL cache with new images (it feeds one
 ``image_grid_thw`` both to the vision tower, which must see only the new images, and to the
 M-RoPE position computation, which must see all of them), so continuations run a small decode
-loop here: positions come from the model's own ``get_rope_index`` over the whole sequence, the
+loop here: positions come from the model's own rope index over the whole sequence, the
 vision tower encodes only the new images, and sampling applies the same logits processors (vision
 tokens suppressed, seeded Gumbel or temperature/top-k/top-p).
 
@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from visionthink.episode.builder import EncodedImage
-from visionthink.models.qwen import image_inputs, model_inputs
+from visionthink.models.qwen import image_inputs, model_inputs, rope_positions
 from visionthink.rollout.engine import GenerationRequest, SamplingConfig
 from visionthink.rollout.seeding import SeededGumbelSampling
 
@@ -63,27 +63,31 @@ def cache_rows(
     return CachedBatch(cache, layout, valid, tokens, [list(r.images) for r in requests])
 
 
-def distinct_prompts(requests: Sequence[GenerationRequest]) -> list[GenerationRequest] | None:
+def distinct_prompts(
+    requests: Sequence[GenerationRequest], image_token_id: int
+) -> tuple[list[GenerationRequest], list[tuple[int, int, int]]] | None:
     """The distinct prompts among ``requests`` (same tokens, same image objects), each without its
-    last token (a continuation must feed at least one); None when no prompt repeats."""
-    distinct: dict[tuple, GenerationRequest] = {}
+    last token (a continuation must feed at least one), and each request's match on them in
+    ``match``'s form (row, prefix length, images in it); None when no prompt repeats."""
+    if any(len(r.token_ids) < 2 or r.token_ids[-1] == image_token_id for r in requests):
+        return None
+    rows: dict[tuple, int] = {}
+    prompts, matches = [], []
     for request in requests:
         key = (tuple(request.token_ids), tuple(id(image) for image in request.images))
-        distinct.setdefault(key, GenerationRequest(request.token_ids[:-1], request.images))
-    if len(distinct) == len(requests) or any(len(r.token_ids) < 2 for r in requests):
-        return None
-    return list(distinct.values())
+        if key not in rows:
+            rows[key] = len(prompts)
+            prompts.append(GenerationRequest(request.token_ids[:-1], request.images))
+        matches.append((rows[key], len(request.token_ids) - 1, len(request.images)))
+    return None if len(prompts) == len(requests) else (prompts, matches)
 
 
 @torch.no_grad()
 def prefill_prompts(model: Any, prompts: Sequence[GenerationRequest], ids: dict[str, Any]) -> CachedBatch:
     """One forward over the prompts (left-padded), kept as a cache that requests continue."""
     batch = model_inputs(model, prompts, ids["pad"], ids["image"])
-    positions, _ = ids["rope"].get_rope_index(
-        batch["input_ids"],
-        mm_token_type_ids=batch["mm_token_type_ids"],
-        image_grid_thw=batch.get("image_grid_thw"),
-        attention_mask=batch["attention_mask"],
+    positions = rope_positions(
+        model, batch["input_ids"], batch["attention_mask"], ids["image"], batch.get("image_grid_thw")
     )
     output = model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
     return CachedBatch(
@@ -196,12 +200,8 @@ def continue_from_cache(
         new_ids[index, width - len(segment) :] = torch.tensor(segment, device=device)
         new_mask[index, width - len(segment) :] = 1
     full_ids, full_mask = torch.cat([layout, new_ids], 1), torch.cat([valid, new_mask], 1)
-    positions, _ = ids["rope"].get_rope_index(
-        full_ids,
-        mm_token_type_ids=(full_ids == ids["image"]).int() * full_mask.int(),
-        image_grid_thw=torch.stack([image.grid_thw for image in rope_images]).to(device),
-        attention_mask=full_mask,
-    )
+    grids = torch.stack([image.grid_thw for image in rope_images]).to(device)
+    positions = rope_positions(model, full_ids, full_mask, ids["image"], grids)
     # The rollouts of a group that asked share one encoded high-resolution image
     inputs = image_inputs(model, new_images)
     output = model(

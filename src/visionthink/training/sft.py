@@ -138,7 +138,8 @@ def teacher_traces(
     the ``mode`` view (full or low). A share ``tool_fraction`` of the agent prompt's traces (one
     number, or one per question kind) call the tool, drawn per sample whatever it needs.
     ``train_guesses`` keeps the answers of unreadable questions in the loss (the model learns to
-    guess at chance, as a pretrained VLM does); ``restate_words`` opens the reasoning with that many of the question's first words (-1: all)."""
+    guess at chance, as a pretrained VLM does); ``restate_words`` opens the reasoning with that
+    many of the question's first words (-1: all)."""
     tool = builder.prompt.uses_tool
     plans = [
         TracePlan(
