@@ -69,6 +69,42 @@ def model(tiny_path):
 
 
 @pytest.fixture(scope="session")
+def qwen2_vl_path(tiny_path, tmp_path_factory) -> str:
+    """A tiny random Qwen2-VL (``model_type`` qwen2_vl: no window attention in the vision tower)
+    with the tiny model's tokenizer and processor: a second model type for the family dispatch."""
+    import json
+
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    tiny = json.loads((Path(tiny_path) / "config.json").read_text())
+    text = {key: tiny["text_config"][key] for key in (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "max_position_embeddings", "rope_parameters", "bos_token_id", "eos_token_id",
+        "pad_token_id",
+    )}  # fmt: skip
+    vision = dict(depth=2, embed_dim=64, num_heads=4, mlp_ratio=2, hidden_size=text["hidden_size"])
+    tokens = {
+        key: tiny[key] for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    }
+    import torch
+
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **tokens))
+    folder = tmp_path_factory.mktemp("tiny-qwen2-vl")
+    from visionthink.models.loading import save_policy_and_processor
+
+    save_policy_and_processor(model, load_processor(tiny_path), folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session", params=["qwen2_5_vl", "qwen2_vl"])
+def family_model(request, model, qwen2_vl_path):
+    """The tiny model of each model type the families list, for tests of code that must not
+    depend on which one it runs."""
+    return model if request.param == "qwen2_5_vl" else load_policy(ModelConfig(), qwen2_vl_path).eval()
+
+
+@pytest.fixture(scope="session")
 def agent_prompt():
     return load_prompt("agent")
 

@@ -51,9 +51,9 @@ def test_default_run_is_the_miniature_from_the_tiny_base_model():
 
 
 def test_real_checkpoint_configs_need_no_remote_code():
-    for name in ("qwen2_5_vl_7b", "qwen2_5_vl_3b"):
+    for name in ("qwen2_5_vl_7b", "qwen2_5_vl_3b", "qwen2_vl_7b"):
         model = instantiate(compose_train([f"model={name}"]).model)
-        assert model.name_or_path.startswith("Qwen/Qwen2.5-VL-")
+        assert model.name_or_path.startswith(("Qwen/Qwen2.5-VL-", "Qwen/Qwen2-VL-"))
         # fp32 master weights: trainer.precision=bf16-mixed computes in bf16
         assert model.tiny is None and model.dtype == "float32"
 

@@ -18,7 +18,10 @@ def second_turn(builder, episode, first_turn_ids):
     )
 
 
-def test_greedy_second_turn_matches_a_fresh_prefill_and_prefills_only_new_tokens(builder, samples, model, tokenizer):
+def test_greedy_second_turn_matches_a_fresh_prefill_and_prefills_only_new_tokens(
+    builder, samples, family_model, tokenizer
+):
+    model = family_model
     episodes = [builder.build(s) for s in samples[:3]]
     first = [GenerationRequest(e.prompt.token_ids, e.prompt.images) for e in episodes]
     reusing = TransformersRolloutEngine(model, tokenizer, reuse_kv_cache=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from PIL import Image
 
@@ -84,3 +86,24 @@ def test_the_synthetic_low_view_keeps_no_trace_of_the_label():
 def test_an_unknown_filter_is_refused():
     with pytest.raises(ValueError, match="downsample_filter"):
         ResolutionPolicy(downsample_filter="nearest-ish")
+
+
+def test_episodes_count_tokens_with_the_checkpoints_patch_geometry(processor, agent_prompt, samples):
+    """A processor with 16 px patches (as Qwen3-VL's): the episode's counts follow it, not the
+    policy's Qwen2.5-VL defaults."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from conftest import SMALL_RESOLUTION
+    from visionthink.episode import EpisodeBuilder
+    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
+
+    sixteen = ImageOnlyQwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(patch_size=16, size=SMALL_RESOLUTION.processor_size()),
+        tokenizer=processor.tokenizer,
+        chat_template=processor.chat_template,
+    )
+    sample = dataclasses.replace(samples[0], image=Image.new("RGB", (448, 448)))
+    episode = EpisodeBuilder(sixteen, agent_prompt, SMALL_RESOLUTION).build(sample)
+    assert episode.first_view.visual_tokens == 49  # 224 px: 7 x 7 tokens of 32 px (8 x 8 of 28 px)
+    assert episode.first_view.visual_tokens == image_pad_count(sixteen, episode.first_view.image)
+    assert episode.prompt.token_ids.count(sixteen.image_token_id) == episode.first_view.visual_tokens

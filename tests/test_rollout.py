@@ -101,16 +101,6 @@ def test_a_turn_cut_by_the_token_budget_is_counted_as_truncated(builder, samples
         assert metrics["resize_ratio"] == 1.0 - truncated
 
 
-def test_generated_vision_tokens_are_stripped(builder, samples, scripted, tokenizer):
-    driver = EpisodeDriver(
-        scripted(lambda r: "<|image_pad|>" + answer_turn("red")), builder, RolloutConfig(group_size=1)
-    )
-    (trajectory,) = driver.run([builder.build(samples[0])], SAMPLING)
-    pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    assert trajectory.token_ids.count(pad) == trajectory.visual_tokens
-    assert trajectory.final_answer.answer == "red"
-
-
 def test_transformers_engine_generates_every_rollout_in_one_batch(builder, samples, model, tokenizer):
     engine = TransformersRolloutEngine(model, tokenizer)
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=2))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from PIL import Image
 
-from visionthink.models import ModelConfig, TinyModelSpec, ensure_tiny_checkpoint, load_policy, load_processor
+from visionthink.models import ModelConfig, TinyModelSpec, ensure_tiny_checkpoint, load_policy, load_processor, tiny
 from visionthink.models.tiny import NON_SPECIAL_ADDED_TOKENS, SPECIAL_TOKENS, mrope_section
+from visionthink.paths import CONF_DIR
 
 
 def test_checkpoint_is_cached_and_reloads_with_identical_logits(tiny_path, model, processor):
@@ -30,6 +32,24 @@ def test_size_is_configurable(tmp_path):
     assert config["text_config"]["hidden_size"] == 64
     assert config["text_config"]["num_hidden_layers"] == 1
     assert json.loads((path / "tiny_spec.json").read_text())["vocab_size"] == 600
+
+
+def test_the_tiny_tokenizer_reads_nothing_under_conf(monkeypatch):
+    """Editing a prompt (or a comment in it) must not build a new tiny model and base."""
+    read, read_text = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: read.append(self) or read_text(self, *a, **k))
+    assert tiny.tokenizer_corpus()
+    assert tiny.CORPUS_FILE in read and not [path for path in read if CONF_DIR in path.parents]
+
+
+def test_the_tiny_model_and_its_base_are_built_under_the_configured_cache(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"paths.cache_dir={tmp_path}", "paths.outputs_dir=/elsewhere"])
+    assert cfg.model.cache_dir == str(tmp_path)
+    path = Path(ModelConfig(tiny=TinyModelSpec(), cache_dir=cfg.model.cache_dir).resolve_path())
+    assert path.parent == tmp_path / "tiny_models" and (path / "config.json").exists()
 
 
 def test_mrope_section_fills_half_the_head_dim():

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,9 +16,10 @@ import torch
 from conftest import ROOT, answer_turn
 from visionthink.grpo import grpo_loss
 from visionthink.grpo.correction import rollout_correction
+from visionthink.models.family import family_of
 from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig
 from visionthink.rollout.engine import GenerationRequest, GenerationResult
-from visionthink.rollout.vllm_engine import collapse_image_pads, sampling_kwargs, vllm_prompt
+from visionthink.rollout.vllm_engine import collapse_image_pads, generation_result, sampling_kwargs, vllm_prompt
 from visionthink.sync import full_parameters
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -45,6 +47,36 @@ def test_sampling_parameters():
     assert sampled["logit_bias"] == {3: -100.0}
     greedy = sampling_kwargs(SamplingConfig(greedy=True), None, [7])
     assert greedy["temperature"] == 0.0 and "seed" not in greedy
+
+
+def test_vision_tokens_vllm_samples_despite_the_bias_are_dropped_with_their_logprobs(
+    builder, samples, model, tokenizer
+):
+    ids = family_of(model).special_token_ids(tokenizer)
+    answer = tokenizer(answer_turn("red"), add_special_tokens=False)["input_ids"] + [ids.stop[0]]
+    sampled = [ids.vision[0], *answer[:3], ids.image, *answer[3:]]
+    logprob = {token: -float(i) for i, token in enumerate(sampled)}
+    completion = SimpleNamespace(
+        token_ids=sampled,
+        logprobs=[{token: SimpleNamespace(logprob=logprob[token])} for token in sampled],
+        finish_reason="stop",
+    )
+    result = generation_result(completion, ids.vision)
+    assert result.token_ids == answer and result.stopped
+    assert result.logprobs == [logprob[token] for token in answer]
+
+    class OneCompletion:
+        def generate(self, requests, sampling):
+            return [result for _ in requests]
+
+        def end_episodes(self):
+            pass
+
+    (trajectory,) = EpisodeDriver(OneCompletion(), builder, RolloutConfig(group_size=1)).run(
+        [builder.build(samples[0])], SamplingConfig()
+    )
+    assert trajectory.token_ids.count(ids.image) == trajectory.visual_tokens
+    assert trajectory.final_answer.answer == "red"
 
 
 def test_full_parameters_of_a_plain_model_use_hugging_face_names(model):

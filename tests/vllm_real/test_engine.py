@@ -10,7 +10,7 @@ import torch
 
 from conftest import TOOL_TURN
 from visionthink.grpo.logprobs import forward_inputs, trajectory_logprobs
-from visionthink.models.qwen import VISION_TOKENS, token_ids
+from visionthink.models.family import family_of
 from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig
 from visionthink.rollout.engine import GenerationRequest
 from visionthink.rollout.hf_engine import TransformersRolloutEngine
@@ -29,7 +29,7 @@ def sampled_logprobs(policy, trajectories, tokenizer, temperature=1.0):
     pad, image = tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<|image_pad|>")
     batch = forward_inputs(policy, trajectories, pad, image)
     logits = policy(**batch, use_cache=False).logits[:, :-1].float() / temperature
-    logits[..., token_ids(tokenizer, VISION_TOKENS)] = float("-inf")
+    logits[..., list(family_of(policy).special_token_ids(tokenizer).vision)] = float("-inf")
     logprobs = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
     rows = []
     for row, trajectory in zip(logprobs, trajectories, strict=True):
@@ -170,23 +170,27 @@ def test_sampled_logprobs_agree_with_the_trainer_and_the_mismatch_metric(vllm_en
     assert_engine_logprobs_match(model, trajectories, tokenizer, temperature=0.7)
 
 
-def test_vision_tokens_are_never_generated(vllm_engine, builder, samples):
+def test_the_logit_bias_keeps_vision_tokens_from_being_sampled(vllm_engine, builder, samples):
+    """vLLM's own outputs, before the engine drops any vision token: the bias alone keeps them out,
+    and without it this model does sample them."""
     import vllm
 
-    tokenizer = builder.processor.tokenizer
-    vision = set(token_ids(tokenizer, VISION_TOKENS))
-    episode = builder.build(samples[0])
-    requests = [GenerationRequest(episode.prompt.token_ids, episode.prompt.images, seed=s) for s in range(24)]
-    hot = SamplingConfig(temperature=2.0, max_new_tokens=48)
-    generated = [t for r in vllm_engine.generate(requests, hot) for t in r.token_ids]
-    assert len(generated) > 1000 and not vision & set(generated)
-    # The control: the same sampling without the suppression does produce them on this model.
     from visionthink.rollout.vllm_engine import sampling_kwargs, vllm_prompt
 
-    image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    params = [vllm.SamplingParams(**sampling_kwargs(hot, r.seed, vllm_engine.stop_ids)) for r in requests]
-    outputs = vllm_engine.llm.generate([vllm_prompt(r, image_pad) for r in requests], params, use_tqdm=False)
-    assert vision & {t for o in outputs for t in o.outputs[0].token_ids}
+    ids = vllm_engine.ids
+    episode = builder.build(samples[0])
+    requests = [GenerationRequest(episode.prompt.token_ids, episode.prompt.images, seed=s) for s in range(24)]
+    prompts = [vllm_prompt(r, ids.image) for r in requests]
+    hot = SamplingConfig(temperature=2.0, max_new_tokens=48)
+
+    def sampled(suppressed):
+        params = [vllm.SamplingParams(**sampling_kwargs(hot, r.seed, ids.stop, suppressed)) for r in requests]
+        outputs = vllm_engine.llm.generate(prompts, params, use_tqdm=False)
+        return [t for o in outputs for t in o.outputs[0].token_ids]
+
+    biased = sampled(ids.vision)
+    assert len(biased) > 1000 and not set(ids.vision) & set(biased)
+    assert set(ids.vision) & set(sampled(()))
 
 
 def test_the_image_limit_is_the_rollout_configs(vllm_engine, builder, samples):

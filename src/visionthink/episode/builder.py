@@ -8,7 +8,7 @@ decoded and re-tokenised. Each image is run through the processor once; its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -56,12 +56,18 @@ class EpisodeBuilder:
     def __init__(self, processor: Any, prompt: PromptSpec, resolution: ResolutionPolicy):
         self.processor = processor
         self.prompt = prompt
-        self.resolution = resolution
+        # Visual-token counts follow the checkpoint's own patch geometry.
+        image_processor = processor.image_processor
+        self.resolution = replace(
+            resolution, patch_size=image_processor.patch_size, merge_size=image_processor.merge_size
+        )
         eos = processor.tokenizer.eos_token
         self._tool_response_text = (
             continuation_text(processor, prompt.tool_response_message(), eos) if prompt.uses_tool else None
         )
         self._eos = eos
+        # Closes a turn the token budget cut off, as the chat template closes every turn.
+        self.end_of_turn = Segment(token_ids=[processor.tokenizer.convert_tokens_to_ids(eos)], images=[])
 
     def build(self, sample: Sample, mode: Mode = "adaptive") -> Episode:
         views = self.resolution.views(sample.image)

@@ -18,9 +18,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from visionthink.errors import InputError
 
-# Qwen2.5-VL rejects images whose long side exceeds 200x the short side.
+# Qwen2-VL-style processors reject images whose long side exceeds 200x the short side.
 MAX_ASPECT_RATIO = 200
-MIN_SIDE = 28
 FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
@@ -30,7 +29,7 @@ FILTERS = {
 
 
 class ImageGeometryError(InputError):
-    """An image Qwen2.5-VL cannot take (too small, or too elongated)."""
+    """An image the model's processor cannot take (too small, or too elongated)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,8 @@ class ResolutionPolicy:
     # The processor's own floor. It must not exceed the low view's pixels, or the processor
     # would upscale the low view and the 1/4 saving would vanish.
     processor_min_pixels: int = 56 * 56
+    # The processor's patch geometry (Qwen2.5-VL: 14 px patches, 2x2 merged into one token);
+    # EpisodeBuilder takes both from the checkpoint's processor.
     patch_size: int = 14
     merge_size: int = 2
 
@@ -95,14 +96,14 @@ class ResolutionPolicy:
 
     def check(self, image: Image.Image) -> None:
         width, height = image.size
-        if min(width, height) < MIN_SIDE:
+        if min(width, height) < self.factor:
             raise ImageGeometryError(
-                f"image is {width}x{height} px; Qwen2.5-VL needs at least {MIN_SIDE} px per side",
+                f"image is {width}x{height} px; the model needs at least {self.factor} px per side",
                 "Drop the sample or pad the image",
             )
         if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
             raise ImageGeometryError(
-                f"image is {width}x{height} px, an aspect ratio above {MAX_ASPECT_RATIO}:1 that Qwen2.5-VL rejects",
+                f"image is {width}x{height} px, an aspect ratio above {MAX_ASPECT_RATIO}:1 that the processor rejects",
                 "Crop or pad the image",
             )
 

@@ -1,9 +1,9 @@
 """Per-token log-probabilities of whole multi-turn trajectories under a policy.
 
 Each forward pass right-pads a micro-batch of trajectories, gives the model their images in
-sequence order (each image object through the vision tower once: ``models.qwen.image_inputs``),
-and computes the 3-D M-RoPE positions once over each whole sequence with the model's own
-``get_rope_index``.
+sequence order (each image object through the vision tower once) and computes the positions
+once over each whole sequence, as the model's family does (``visionthink.models.family``; for
+Qwen2.5-VL the 3-D M-RoPE positions of the model's own ``get_rope_index``).
 
 The G rollouts of a group start from one prompt (its image included). When a micro-batch holds
 several rollouts of a prompt, the prompt runs through the model once and its KV cache, still in
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from visionthink.episode.builder import Segment
-from visionthink.models.qwen import image_inputs, model_inputs, pack_requests, rope_positions
+from visionthink.models.family import family_of, model_inputs
 from visionthink.rollout.engine import GenerationRequest
 from visionthink.rollout.trajectory import Trajectory
 
@@ -32,7 +32,7 @@ def forward_inputs(
     requests = [GenerationRequest(t.token_ids, t.images) for t in trajectories]
     batch = model_inputs(model, requests, pad_id, image_token_id, padding_side="right")
     if "image_grid_thw" in batch:
-        batch["position_ids"] = rope_positions(
+        batch["position_ids"] = family_of(model).rope_positions(
             model, batch["input_ids"], batch["attention_mask"], image_token_id, batch["image_grid_thw"]
         )
     return batch
@@ -100,6 +100,7 @@ def shared_prompt_logits(
 ) -> NextTokenLogits:
     """Each prompt once (left-padded, so its last token's logits predict the first generated
     token), then every trajectory's continuation (right-padded) over its prompt's KV cache."""
+    family = family_of(model)
     device = next(model.parameters()).device
     prompt_batch = model_inputs(
         model, [GenerationRequest(p.token_ids, p.images) for p in prompts], pad_id, image_token_id
@@ -108,13 +109,13 @@ def shared_prompt_logits(
         GenerationRequest(t.token_ids[len(p.token_ids) :], t.images[len(p.images) :])
         for t, p in zip(trajectories, (prompts[r] for r in rows), strict=True)
     ]
-    continuation_ids = pack_requests(continuations, pad_id, image_token_id, padding_side="right")
+    continuation_ids = family.pack_requests(continuations, pad_id, image_token_id, padding_side="right")
     continuation_ids = {k: v.to(device) for k, v in continuation_ids.items()}
     index = torch.tensor(rows, device=device)
     full_ids = torch.cat([prompt_batch["input_ids"][index], continuation_ids["input_ids"]], 1)
     full_mask = torch.cat([prompt_batch["attention_mask"][index], continuation_ids["attention_mask"]], 1)
     grids = torch.stack([image.grid_thw for t in trajectories for image in t.images]).to(device)
-    positions = rope_positions(model, full_ids, full_mask, image_token_id, grids)
+    positions = family.rope_positions(model, full_ids, full_mask, image_token_id, grids)
     prompt_width = prompt_batch["input_ids"].shape[1]
     first_use = torch.tensor([rows.index(p) for p in range(len(prompts))], device=device)
     prompt_out = model(
@@ -128,7 +129,7 @@ def shared_prompt_logits(
         position_ids=positions[:, :, prompt_width:],
         past_key_values=cache,
         use_cache=True,
-        **image_inputs(model, [image for c in continuations for image in c.images]),
+        **family.image_inputs(model, [image for c in continuations for image in c.images]),
     )
     logits = torch.cat([prompt_out.logits[index], continuation_out.logits[:, :-1]], 1)
     offsets = [len(prompts[r].token_ids) - 1 for r in rows]

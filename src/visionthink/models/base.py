@@ -1,7 +1,8 @@
 """The tiny base model: the tiny Qwen2.5-VL after the base stage (``src/pretrain.py``), so that a
 first run starts from a model that reads its images. Built once, under a file lock, into
-``outputs/pretrain/<tiny_name>-base-<hash>/`` (the hash covers the tiny model, the overrides and
-``conf/pretrain.yaml``), with its MLflow run in the ``visionthink-pretrain`` experiment.
+``<cache_dir>/pretrain/<tiny_name>-base-<hash>/`` (``model.cache_dir``, outputs/ by default; the
+hash covers the tiny model, the overrides and ``conf/pretrain.yaml``), with its MLflow run in
+the ``visionthink-pretrain`` experiment.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ def base_run_name(tiny_folder: Path, overrides: Sequence[str]) -> str:
     return f"{name}-base-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
-def ensure_tiny_base(tiny_folder: Path, overrides: Sequence[str] = ()) -> Path:
-    """The base model folder for ``tiny_folder``, running the base stage on first use (a few minutes)."""
+def ensure_tiny_base(tiny_folder: Path, overrides: Sequence[str] = (), cache_dir: Path = OUTPUTS_DIR) -> Path:
+    """The base model folder for ``tiny_folder``, running the base stage on first use (a few
+    minutes) with ``cache_dir`` as its outputs folder."""
     run_name = base_run_name(tiny_folder, overrides)
-    run_dir = OUTPUTS_DIR / "pretrain" / run_name
+    run_dir = cache_dir / "pretrain" / run_name
     done = run_dir / "perception.json"  # written after the model folder
     if done.exists():
         return run_dir / "model"
@@ -42,7 +44,7 @@ def ensure_tiny_base(tiny_folder: Path, overrides: Sequence[str] = ()) -> Path:
         print(f"Building the tiny base model once (src/pretrain.py, a few minutes): {run_dir}", flush=True)
         command = [
             sys.executable, str(PROJECT_ROOT / "src" / "pretrain.py"), f"run_name={run_name}",
-            f"model.name_or_path={tiny_folder}", f"paths.outputs_dir={OUTPUTS_DIR}", *overrides,
+            f"model.name_or_path={tiny_folder}", f"paths.outputs_dir={cache_dir}", *overrides,
         ]  # fmt: skip
         result = subprocess.run(command, env=dict(os.environ, HF_HUB_OFFLINE="1"))
         if result.returncode != 0 or not done.exists():

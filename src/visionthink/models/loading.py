@@ -10,14 +10,16 @@ from typing import Any
 import torch
 
 from visionthink.errors import InputError
+from visionthink.models.family import checkpoint_family
 from visionthink.models.tiny import TinyModelSpec, ensure_tiny_checkpoint
+from visionthink.paths import OUTPUTS_DIR
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
 class ModelConfig:
-    """Which Qwen2.5-VL to train.
+    """Which vision-language model to train.
 
     ``name_or_path`` is a hub id (``Qwen/Qwen2.5-VL-7B-Instruct``) or a local folder. When it is
     empty, ``tiny`` describes a small random model that is built locally and cached.
@@ -29,6 +31,8 @@ class ModelConfig:
     # Start from the tiny model after the base stage (src/pretrain.py with these overrides),
     # built once and cached; None: the randomly initialised tiny model itself.
     tiny_base: list[str] | None = None
+    # Where the tiny model (tiny_models/) and its base (pretrain/) are built; None: outputs/
+    cache_dir: str | None = None
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
@@ -38,12 +42,13 @@ class ModelConfig:
             return str(self.name_or_path)
         if self.tiny is None:
             raise ValueError("model: set `name_or_path` (hub id or local folder) or `tiny` (a local random model).")
-        tiny = ensure_tiny_checkpoint(self.tiny, name=self.tiny_name)
+        cache = Path(self.cache_dir) if self.cache_dir else OUTPUTS_DIR
+        tiny = ensure_tiny_checkpoint(self.tiny, name=self.tiny_name, cache_dir=cache / "tiny_models")
         if self.tiny_base is None:
             return str(tiny)
         from visionthink.models.base import ensure_tiny_base
 
-        return str(ensure_tiny_base(tiny, self.tiny_base))
+        return str(ensure_tiny_base(tiny, self.tiny_base, cache))
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -63,35 +68,21 @@ def _check_local_path(path: str) -> None:
 
 
 def load_processor(path: str, pixel_bounds: dict[str, int] | None = None):
-    """Build the image-only processor from a checkpoint folder or hub id.
-
-    The PIL image processor is used everywhere because the torchvision one cannot load on CPU
-    machines; ``pixel_bounds`` (``{"shortest_edge": min, "longest_edge": max}``) comes from the
-    resolution policy so that token counts and the processor agree.
-    """
-    from transformers import AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
-
+    """The processor of a checkpoint folder or hub id, built by its model family; ``pixel_bounds``
+    (``{"shortest_edge": min, "longest_edge": max}``) comes from the resolution policy."""
     _check_local_path(path)
-    kwargs = {"size": dict(pixel_bounds)} if pixel_bounds else {}
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.chat_template is None:
-        raise ValueError(f"The tokenizer at {path!r} has no chat template; Qwen2.5-VL instruct checkpoints ship one.")
-    return ImageOnlyQwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
-    )
+    return checkpoint_family(path).load_processor(path, pixel_bounds)
 
 
 def load_policy(config: ModelConfig, path: str | None = None):
-    """Load the Qwen2.5-VL policy (no ``trust_remote_code``: the class ships with transformers)."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    """Load the policy through transformers' auto class (no ``trust_remote_code``: the model
+    classes ship with transformers), refusing a model no family handles."""
+    from transformers import AutoModelForImageTextToText
 
     path = path or config.resolve_path()
     _check_local_path(path)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+    checkpoint_family(path)
+    model = AutoModelForImageTextToText.from_pretrained(
         path, dtype=config.torch_dtype, attn_implementation=config.attn_implementation
     )
     if config.gradient_checkpointing:

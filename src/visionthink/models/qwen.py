@@ -1,5 +1,5 @@
-"""What is particular to Qwen2.5-VL: its special tokens, how requests become model inputs, where
-its rope index lives. Another model family gets a module like this one."""
+"""The Qwen2-VL / Qwen2.5-VL family (``visionthink.models.family.ModelFamily``): its special
+tokens, its processor, how requests become model inputs, where its rope index lives."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from visionthink.models.family import SpecialTokenIds
 
 if TYPE_CHECKING:
     from visionthink.episode.builder import EncodedImage
@@ -21,10 +23,38 @@ STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 IMAGE_PAD = "<|image_pad|>"
 
 
-def token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
-    """Ids of the tokens the tokenizer knows (a checkpoint may lack some)."""
-    ids = tokenizer.convert_tokens_to_ids(list(tokens))
-    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+def special_token_ids(tokenizer: Any) -> SpecialTokenIds:
+    def known(tokens: Sequence[str]) -> tuple[int, ...]:
+        # A checkpoint's tokenizer may lack some of them.
+        ids = tokenizer.convert_tokens_to_ids(list(tokens))
+        return tuple(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+    return SpecialTokenIds(
+        pad=tokenizer.pad_token_id,
+        image=tokenizer.convert_tokens_to_ids(IMAGE_PAD),
+        stop=known(STOP_TOKENS),
+        vision=known(VISION_TOKENS),
+    )
+
+
+def load_processor(path: str, pixel_bounds: dict[str, int] | None = None) -> Any:
+    """The image-only processor of a checkpoint folder or hub id. The PIL image processor, because
+    the torchvision one cannot load on CPU machines; ``pixel_bounds``
+    (``{"shortest_edge": min, "longest_edge": max}``) comes from the resolution policy so that
+    token counts and the processor agree."""
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
+
+    kwargs = {"size": dict(pixel_bounds)} if pixel_bounds else {}
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"The tokenizer at {path!r} has no chat template; Qwen2.5-VL instruct checkpoints ship one.")
+    return ImageOnlyQwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
+    )
 
 
 def is_vision_parameter(name: str) -> bool:
@@ -80,23 +110,6 @@ def image_inputs(model: Any, images: Sequence[EncodedImage], share: bool = True)
     )
     shared = BaseModelOutputWithPooling(pooler_output=tuple(features[slots[id(image)]] for image in images))
     return {"mm_encoder_outputs": {"image": shared}, "image_grid_thw": grid}
-
-
-def model_inputs(
-    model: Any,
-    requests: Sequence[GenerationRequest],
-    pad_id: int,
-    image_token_id: int,
-    padding_side: str = "left",
-    share_images: bool = True,
-) -> dict[str, Any]:
-    """Token batch and image arguments of ``requests`` on the model's device."""
-    device = next(model.parameters()).device
-    batch: dict[str, Any] = {
-        k: v.to(device) for k, v in pack_requests(requests, pad_id, image_token_id, padding_side).items()
-    }
-    images = [image for request in requests for image in request.images]
-    return {**batch, **image_inputs(model, images, share_images)}
 
 
 def rope_positions(

@@ -1,8 +1,8 @@
 """A tiny, randomly initialised Qwen2.5-VL with a locally trained tokenizer.
 
 Nothing can be downloaded on CI machines, so tests and the default run use this model.
-It is built once into ``outputs/tiny_models/<name>-<hash>/`` and then loaded through
-exactly the same ``from_pretrained`` path as a real checkpoint.
+It is built once into ``<cache_dir>/tiny_models/<name>-<hash>/`` (``model.cache_dir``, outputs/
+by default) and then loaded through exactly the same ``from_pretrained`` path as a real checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from visionthink.paths import CONF_DIR, OUTPUTS_DIR
+from visionthink.paths import OUTPUTS_DIR
 
 # Qwen2.5-VL's special tokens. `<tool_call>` and `</tool_call>` are ordinary added tokens in
 # Qwen (decoding with skip_special_tokens keeps them); the rest are special.
@@ -39,6 +39,7 @@ SPECIAL_TOKENS = [
 ]
 NON_SPECIAL_ADDED_TOKENS = ["<tool_call>", "</tool_call>"]
 CHAT_TEMPLATE = (Path(__file__).with_name("chat_template.jinja")).read_text()
+CORPUS_FILE = Path(__file__).with_name("tiny_tokenizer_corpus.json")
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,17 @@ def mrope_section(head_dim: int) -> list[int]:
 
 
 def tokenizer_corpus() -> list[str]:
-    """Text the BPE merges are learned from: every shipped prompt plus the synthetic task's words.
+    """Text the BPE merges are learned from: the prompt texts in ``tiny_tokenizer_corpus.json``
+    plus the synthetic task's words.
 
-    Byte-level BPE encodes any text; the corpus only decides which strings become short.
+    Byte-level BPE encodes any text; the corpus only decides which strings become short. The
+    prompt texts are the shipped ``conf/prompt/*.yaml`` files as of the verified miniature, kept
+    as data: the tiny model (and so the miniature's base) never changes when a prompt or a
+    comment is edited. Changing the file builds a new tiny model; rerun ``make reproduce`` then.
     """
     from visionthink.data.synthetic import vocabulary_lines
 
-    lines = [path.read_text() for path in sorted((CONF_DIR / "prompt").glob("*.yaml"))]
+    lines = json.loads(CORPUS_FILE.read_text())
     lines += vocabulary_lines()
     lines += [
         "<think>\n",

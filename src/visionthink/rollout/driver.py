@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from visionthink.episode.builder import Episode, EpisodeBuilder, Segment
 from visionthink.episode.parser import Malformed, ToolCall, TurnParser
-from visionthink.models.qwen import STOP_TOKENS, VISION_TOKENS, token_ids
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, RolloutEngine, SamplingConfig
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory, Turn
@@ -50,10 +49,7 @@ class EpisodeDriver:
     def __init__(self, engine: RolloutEngine, builder: EpisodeBuilder, config: RolloutConfig):
         self.engine, self.builder, self.config = engine, builder, config
         self.parser = TurnParser.for_prompt(builder.prompt)
-        tokenizer: Any = builder.processor.tokenizer
-        self.tokenizer = tokenizer
-        self.vision_ids = set(token_ids(tokenizer, VISION_TOKENS))
-        self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
+        self.tokenizer: Any = builder.processor.tokenizer
 
     def run(
         self,
@@ -106,13 +102,11 @@ class EpisodeDriver:
 
     def _step(self, trajectory: Trajectory, result: GenerationResult, last_turn: bool) -> bool:
         """Record one generated turn; returns whether the episode continues."""
-        # A generated vision token would desynchronise image features and placeholders.
-        kept = [i for i, token in enumerate(result.token_ids) if token not in self.vision_ids]
-        generated = [result.token_ids[i] for i in kept]
+        generated = list(result.token_ids)
         if result.logprobs is None or trajectory.rollout_logprobs is None:
             trajectory.rollout_logprobs = None
         else:
-            trajectory.rollout_logprobs += [result.logprobs[i] for i in kept]
+            trajectory.rollout_logprobs += result.logprobs
         stopped = result.stopped
         body = generated[:-1] if stopped else generated
         text = self.tokenizer.decode(body, skip_special_tokens=False)
@@ -122,7 +116,7 @@ class EpisodeDriver:
         trajectory.turns.append(Turn(text=text, parsed=parsed, generated_tokens=len(generated), truncated=not stopped))
         if not stopped:
             # Close the truncated turn so the chat stays well formed; not trained on.
-            self._append(trajectory, Segment(token_ids=[self.stop_ids[0]], images=[]))
+            self._append(trajectory, self.builder.end_of_turn)
         if isinstance(parsed, ToolCall):
             if len(trajectory.images) >= self.config.max_images:
                 return self._refuse(

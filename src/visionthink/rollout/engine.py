@@ -37,7 +37,8 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    # Generated ids, ending with the stop token when `stopped` (the stop token is included).
+    # Generated ids, ending with the stop token when `stopped` (the stop token is included); never a
+    # vision token (each engine keeps them out: a generated placeholder desynchronises images and tokens).
     token_ids: list[int]
     stopped: bool
     # The engine's log-prob of each generated token, when it reports them (vLLM).

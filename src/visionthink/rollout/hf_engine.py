@@ -1,8 +1,8 @@
 """Rollouts with transformers' ``generate`` (CPU and single GPU).
 
 Every call continues a batch of sequences, left-padded, with the images of all sequences
-concatenated in order; ``mm_token_type_ids`` lets Qwen2.5-VL compute its 3-D M-RoPE positions
-over each whole multi-turn, multi-image sequence.
+concatenated in order, as the model's family packs them (for Qwen2.5-VL, ``mm_token_type_ids``
+lets it compute its 3-D M-RoPE positions over each whole multi-turn, multi-image sequence).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
-from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, model_inputs, token_ids
+from visionthink.models.family import family_of, model_inputs
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import (
     CachedBatch,
@@ -36,10 +36,7 @@ class TransformersRolloutEngine:
 
     def __init__(self, model: Any, tokenizer: Any, reuse_kv_cache: bool = False):
         self.model = model
-        self.pad_id = tokenizer.pad_token_id
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-        self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
-        self.suppressed_ids = token_ids(tokenizer, VISION_TOKENS)
+        self.ids = family_of(model).special_token_ids(tokenizer)
         self.reuse_kv_cache = reuse_kv_cache
         self._cached: CachedBatch | None = None
         # Tokens run through the model as prompt (prefill), and prompt tokens served from the cache.
@@ -52,9 +49,9 @@ class TransformersRolloutEngine:
         # silently change the sampling distribution GRPO assumes.
         common = dict(
             max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=self.stop_ids,
-            pad_token_id=self.pad_id,
-            suppress_tokens=self.suppressed_ids,
+            eos_token_id=list(self.ids.stop),
+            pad_token_id=self.ids.pad,
+            suppress_tokens=list(self.ids.vision),
             repetition_penalty=1.0,
             num_beams=1,
             # The KV cache comes back too, for turn-2 reuse.
@@ -74,10 +71,10 @@ class TransformersRolloutEngine:
         self.model.eval()
         try:
             cached = self._cached if self.reuse_kv_cache else None
-            matches = match(cached, requests, self.image_token_id) if cached is not None else None
-            if matches is None and (shared := distinct_prompts(requests, self.image_token_id)) is not None:
+            matches = match(cached, requests, self.ids.image) if cached is not None else None
+            if matches is None and (shared := distinct_prompts(requests, self.ids.image)) is not None:
                 prompts, matches = shared
-                self._cached = prefill_prompts(self.model, prompts, self._ids())
+                self._cached = prefill_prompts(self.model, prompts, self.ids)
                 self.prefill_tokens += int(self._cached.valid.sum())
             generated = (
                 self._generate(requests, sampling) if matches is None else self._continue(requests, matches, sampling)
@@ -89,7 +86,7 @@ class TransformersRolloutEngine:
         return [self._cut(ids) for ids in generated.tolist()]
 
     def _generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> torch.Tensor:
-        batch = model_inputs(self.model, requests, self.pad_id, self.image_token_id, share_images=False)
+        batch = model_inputs(self.model, requests, self.ids.pad, self.ids.image, share_images=False)
         config, processors = self.generation_config(sampling), []
         seeds = [request.seed for request in requests]
         if not sampling.greedy and all(seed is not None for seed in seeds):
@@ -112,21 +109,13 @@ class TransformersRolloutEngine:
                 batch["attention_mask"],
                 requests,
                 generated,
-                set(self.stop_ids),
+                self.ids.stop,
             )
         return generated
 
-    def _ids(self) -> dict[str, Any]:
-        return {
-            "pad": self.pad_id,
-            "image": self.image_token_id,
-            "stop": set(self.stop_ids),
-            "suppressed": self.suppressed_ids,
-        }
-
     def _continue(self, requests, matches, sampling: SamplingConfig) -> torch.Tensor:
         generated, self._cached, prefilled = continue_from_cache(
-            self.model, self._cached, requests, matches, sampling, self._ids()
+            self.model, self._cached, requests, matches, sampling, self.ids
         )
         self.prefill_tokens += prefilled
         self.reused_tokens += sum(common for _, common, _ in matches)
@@ -138,6 +127,6 @@ class TransformersRolloutEngine:
 
     def _cut(self, ids: list[int]) -> GenerationResult:
         for index, token in enumerate(ids):
-            if token in self.stop_ids:
+            if token in self.ids.stop:
                 return GenerationResult(token_ids=ids[: index + 1], stopped=True)
         return GenerationResult(token_ids=ids, stopped=False)

@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from visionthink.episode.builder import EncodedImage
-from visionthink.models.qwen import image_inputs, model_inputs, rope_positions
+from visionthink.models.family import SpecialTokenIds, family_of, model_inputs
 from visionthink.rollout.engine import GenerationRequest, SamplingConfig
 from visionthink.rollout.seeding import SeededGumbelSampling
 
@@ -47,7 +47,7 @@ class CachedBatch:
 
 
 def cache_rows(
-    cache, layout, valid, requests: Sequence[GenerationRequest], generated: torch.Tensor, stop_ids: set[int]
+    cache, layout, valid, requests: Sequence[GenerationRequest], generated: torch.Tensor, stop_ids: Sequence[int]
 ) -> CachedBatch:
     """Bookkeeping after a turn: ``layout``/``valid`` cover the fed prompt, ``generated`` holds the
     sampled tokens (the last one was never fed, so it is not cached)."""
@@ -83,11 +83,11 @@ def distinct_prompts(
 
 
 @torch.no_grad()
-def prefill_prompts(model: Any, prompts: Sequence[GenerationRequest], ids: dict[str, Any]) -> CachedBatch:
+def prefill_prompts(model: Any, prompts: Sequence[GenerationRequest], ids: SpecialTokenIds) -> CachedBatch:
     """One forward over the prompts (left-padded), kept as a cache that requests continue."""
-    batch = model_inputs(model, prompts, ids["pad"], ids["image"])
-    positions = rope_positions(
-        model, batch["input_ids"], batch["attention_mask"], ids["image"], batch.get("image_grid_thw")
+    batch = model_inputs(model, prompts, ids.pad, ids.image)
+    positions = family_of(model).rope_positions(
+        model, batch["input_ids"], batch["attention_mask"], ids.image, batch.get("image_grid_thw")
     )
     output = model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
     return CachedBatch(
@@ -146,7 +146,7 @@ class NextTokenScores:
     Applied in a plain loop: ``LogitsProcessorList`` inspects every processor's signature on each
     call, a measurable share of a small model's decode step."""
 
-    def __init__(self, sampling: SamplingConfig, seeds: list[int | None], suppressed: list[int]) -> None:
+    def __init__(self, sampling: SamplingConfig, seeds: list[int | None], suppressed: Sequence[int]) -> None:
         self.suppressed = torch.tensor(suppressed, dtype=torch.long)
         self.warpers: list[LogitsProcessor] = []
         # Whether the next token is the argmax (greedy, or Gumbel-seeded sampling)
@@ -177,7 +177,7 @@ def continue_from_cache(
     requests: Sequence[GenerationRequest],
     matches: list[tuple[int, int, int]],
     sampling: SamplingConfig,
-    ids: dict[str, Any],
+    ids: SpecialTokenIds,
 ) -> tuple[torch.Tensor, CachedBatch, int]:
     """Generate continuations of ``requests`` on top of the cached rows; returns the generated
     tokens (B, N), the new cache bookkeeping and the number of prefilled tokens."""
@@ -194,16 +194,17 @@ def continue_from_cache(
         new_images += request.images[images:]
         rope_images += request.images
     width = max(len(s) for s in new_segments)
-    new_ids = torch.full((len(requests), width), ids["pad"], dtype=torch.long, device=device)
+    new_ids = torch.full((len(requests), width), ids.pad, dtype=torch.long, device=device)
     new_mask = torch.zeros_like(new_ids)
     for index, segment in enumerate(new_segments):
         new_ids[index, width - len(segment) :] = torch.tensor(segment, device=device)
         new_mask[index, width - len(segment) :] = 1
     full_ids, full_mask = torch.cat([layout, new_ids], 1), torch.cat([valid, new_mask], 1)
     grids = torch.stack([image.grid_thw for image in rope_images]).to(device)
-    positions = rope_positions(model, full_ids, full_mask, ids["image"], grids)
+    family = family_of(model)
+    positions = family.rope_positions(model, full_ids, full_mask, ids.image, grids)
     # The rollouts of a group that asked share one encoded high-resolution image
-    inputs = image_inputs(model, new_images)
+    inputs = family.image_inputs(model, new_images)
     output = model(
         input_ids=new_ids,
         attention_mask=full_mask,
@@ -212,16 +213,16 @@ def continue_from_cache(
         use_cache=True,
         **inputs,
     )
-    next_scores = NextTokenScores(sampling, [r.seed for r in requests], ids["suppressed"])
+    next_scores = NextTokenScores(sampling, [r.seed for r in requests], ids.vision)
     next_positions = positions[:, :, -1:] + 1
     running, mask, logits = full_ids, full_mask, output.logits[:, -1]
     finished = torch.zeros(len(requests), dtype=torch.bool, device=device)
-    stop = torch.tensor(sorted(ids["stop"]), device=device)
+    stop = torch.tensor(ids.stop, device=device)
     generated = []
     for step in range(sampling.max_new_tokens):
         scores = next_scores(running, logits)
         token = scores.argmax(-1) if next_scores.argmax else torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
-        token = torch.where(finished, torch.full_like(token, ids["pad"]), token)
+        token = torch.where(finished, torch.full_like(token, ids.pad), token)
         generated.append(token)
         running = torch.cat([running, token[:, None]], 1)
         finished |= torch.isin(token, stop)
@@ -238,5 +239,5 @@ def continue_from_cache(
         next_positions = next_positions + 1
         logits = output.logits[:, -1]
     tokens = torch.stack(generated, 1)
-    continued = cache_rows(cache, full_ids, full_mask, requests, tokens, ids["stop"])
+    continued = cache_rows(cache, full_ids, full_mask, requests, tokens, ids.stop)
     return tokens, continued, int(new_mask.sum())

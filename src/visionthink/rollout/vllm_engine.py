@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from visionthink.errors import InputError
-from visionthink.models.qwen import IMAGE_PAD, STOP_TOKENS, VISION_TOKENS, token_ids
+from visionthink.models.family import checkpoint_family
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,19 @@ def sampling_kwargs(
     }
 
 
+def generation_result(completion: Any, vision_ids: Sequence[int]) -> GenerationResult:
+    """A vLLM ``CompletionOutput`` as a ``GenerationResult``, without vision tokens: the logit
+    bias makes them unlikely, not impossible, and a generated one would desynchronise image
+    features and placeholders."""
+    kept = [i for i, token in enumerate(completion.token_ids) if token not in vision_ids]
+    logprobs = None
+    if completion.logprobs:
+        logprobs = [completion.logprobs[i][completion.token_ids[i]].logprob for i in kept]
+    return GenerationResult(
+        token_ids=[completion.token_ids[i] for i in kept], stopped=completion.finish_reason == "stop", logprobs=logprobs
+    )
+
+
 class VLLMRolloutEngine:
     """vLLM's ``LLM`` in this process, fed token ids and images by the episode driver."""
 
@@ -125,9 +138,7 @@ class VLLMRolloutEngine:
         if self.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
         self.settings = settings
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-        self.stop_ids = token_ids(tokenizer, STOP_TOKENS)
-        self.suppressed_ids = token_ids(tokenizer, VISION_TOKENS)
+        self.ids = checkpoint_family(model_path).special_token_ids(tokenizer)
         self.sleep_level = settings.sleep_level
         sleep_mode = settings.sleep_level > 0 and current_platform.is_sleep_mode_available()
         if settings.sleep_level and not sleep_mode:
@@ -177,10 +188,9 @@ class VLLMRolloutEngine:
             return []
         self.wake()
         params = [
-            vllm.SamplingParams(**sampling_kwargs(sampling, r.seed, self.stop_ids, self.suppressed_ids))
-            for r in requests
+            vllm.SamplingParams(**sampling_kwargs(sampling, r.seed, self.ids.stop, self.ids.vision)) for r in requests
         ]
-        prompts = [vllm_prompt(r, self.image_token_id) for r in requests]
+        prompts = [vllm_prompt(r, self.ids.image) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
         for request, output in zip(requests, outputs, strict=True):
@@ -191,17 +201,7 @@ class VLLMRolloutEngine:
                 )
             self.prefill_tokens += len(request.token_ids) - (output.num_cached_tokens or 0)
             self.reused_tokens += output.num_cached_tokens or 0
-            completion = output.outputs[0]
-            logprobs = None
-            if completion.logprobs:
-                logprobs = [
-                    step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids, strict=True)
-                ]
-            results.append(
-                GenerationResult(
-                    token_ids=list(completion.token_ids), stopped=completion.finish_reason == "stop", logprobs=logprobs
-                )
-            )
+            results.append(generation_result(output.outputs[0], self.ids.vision))
         return results
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]] | None) -> None:

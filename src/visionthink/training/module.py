@@ -30,8 +30,8 @@ from visionthink.grpo.config import GRPOConfig
 from visionthink.grpo.update import GRPOUpdate, Hooks
 from visionthink.metrics.distributed import Slowest, Summed, gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
+from visionthink.models.family import family_of
 from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
-from visionthink.models.qwen import IMAGE_PAD
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
@@ -108,12 +108,13 @@ class VisionThinkGRPO(L.LightningModule):
         backend = self.backend_factory(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
         self.engine, self.weight_sync = backend.engine, backend.weight_sync
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
+        ids = family_of(self.policy).special_token_ids(tokenizer)
         self.update = GRPOUpdate(
             self.grpo,
             self.rollout_config.group_size,
             self.sampling.temperature,
-            tokenizer.pad_token_id,
-            tokenizer.convert_tokens_to_ids(IMAGE_PAD),
+            ids.pad,
+            ids.image,
             # Lightning's backward and clipping know the precision plugin and the strategy
             Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients),
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from visionthink.models.qwen import is_vision_parameter
+from visionthink.models.family import family_of
 
 
 def check_vision_lr_scale(scale: float) -> None:
@@ -24,8 +24,9 @@ def freeze_vision_tower(policy: Any, vision_lr_scale: float) -> None:
     """With scale 0 the tower takes no gradient (before any wrapper registers its parameters)."""
     check_vision_lr_scale(vision_lr_scale)
     if vision_lr_scale == 0:
+        is_vision = family_of(policy).is_vision_parameter
         for name, parameter in policy.named_parameters():
-            if is_vision_parameter(name):
+            if is_vision(name):
                 parameter.requires_grad_(False)
 
 
@@ -33,9 +34,10 @@ def build_optimizer(factory: Callable[..., torch.optim.Optimizer], policy: Any, 
     """Two parameter groups, ``language`` (everything but the tower) and ``vision``."""
     lr = factory.keywords["lr"]
     language, vision = [], []
+    is_vision = family_of(policy).is_vision_parameter
     for name, parameter in policy.named_parameters():
         if parameter.requires_grad:
-            (vision if is_vision_parameter(name) else language).append(parameter)
+            (vision if is_vision(name) else language).append(parameter)
     groups = [{"params": language, "name": "language"}]
     if vision:
         groups.append({"params": vision, "lr": lr * vision_lr_scale, "name": "vision"})
@@ -65,7 +67,8 @@ def configure_optimization(
 def parameter_summary(policy: Any, vision_lr_scale: float, reference: bool) -> str:
     """One line: what trains, at which rate, and whether a frozen reference copy is held."""
     total = sum(p.numel() for p in policy.parameters())
-    vision = sum(p.numel() for n, p in policy.named_parameters() if is_vision_parameter(n))
+    is_vision = family_of(policy).is_vision_parameter
+    vision = sum(p.numel() for n, p in policy.named_parameters() if is_vision(n))
     rate = "frozen" if vision_lr_scale == 0 else f"lr x {vision_lr_scale:g}"
     return (f"policy: {total / 1e6:.2f}M parameters, vision tower {vision / 1e6:.2f}M ({rate})"
             + ("; a frozen reference copy for the KL term" if reference else ""))  # fmt: skip

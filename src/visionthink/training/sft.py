@@ -27,8 +27,8 @@ from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.errors import InputError
 from visionthink.grpo.logprobs import token_logprobs
+from visionthink.models.family import family_of
 from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
-from visionthink.models.qwen import IMAGE_PAD
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.seeding import mix_seed
@@ -234,10 +234,8 @@ class SFTModule(L.LightningModule):
 
     def _loss(self, batch: SampleBatch, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
         traces = self.traces(batch.samples, seed)
-        tokenizer = self.processor.tokenizer
-        logprobs, mask = token_logprobs(
-            self.policy, traces, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-        )
+        ids = family_of(self.policy).special_token_ids(self.processor.tokenizer)
+        logprobs, mask = token_logprobs(self.policy, traces, ids.pad, ids.image)
         mask = mask.to(logprobs.dtype)
         loss = -(logprobs * mask).sum() / mask.sum()
         return loss, {"tool_traces": sum(t.used_high_res for t in traces) / len(traces)}
