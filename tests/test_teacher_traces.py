@@ -40,3 +40,34 @@ def test_a_question_kind_without_a_tool_fraction_is_named(builder, samples):
     with pytest.raises(InputError, match="no entry for question kind") as error:
         teacher_traces(builder, samples[:24], {"stripes": 0.5}, seed=0)
     assert "sample " in str(error.value)
+
+
+def test_the_base_report_splits_sampled_accuracy_by_whether_the_rollout_asked(
+    monkeypatch, model, processor, samples, agent_prompt
+):
+    """A policy that asks on label questions and answers "horizontal" after the tool, and answers
+    colour questions "blue" directly: the report's accuracies are those of each branch."""
+    from conftest import SMALL_RESOLUTION, TOOL_TURN, ScriptedEngine, answer_turn, load_prompt
+    from visionthink.reward.judges import RuleJudge
+    from visionthink.training import pretrain
+
+    def script(request):
+        text = processor.tokenizer.decode(request.token_ids)
+        if "stripes" in text:
+            return answer_turn("horizontal") if len(request.images) == 2 else TOOL_TURN
+        return answer_turn("blue")
+
+    monkeypatch.setattr(
+        pretrain, "TransformersRolloutEngine", lambda policy, tokenizer, **_: ScriptedEngine(tokenizer, script)
+    )
+    chosen = [s for s in samples if s.kind in ("colour", "stripes")]
+    report = pretrain.perception_report(
+        model, processor, load_prompt("general_qa"), agent_prompt, SMALL_RESOLUTION, chosen, RuleJudge(), batch_size=4
+    )
+
+    def share(kind, answer):
+        return sum(s.answer == answer for s in chosen if s.kind == kind) / sum(s.kind == kind for s in chosen)
+
+    assert report["resize_ratio"] == {"colour": 0.0, "stripes": 1.0}
+    assert report["resized"] == {"stripes": share("stripes", "horizontal")}
+    assert report["direct"] == {"colour": share("colour", "blue")}

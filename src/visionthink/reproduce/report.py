@@ -193,10 +193,14 @@ def render(cfg: Any, stages: list[dict[str, Any]]) -> Path:
     lines += ["", f"Stages run by this invocation: {total / 60:.1f} minutes in all."]
     if perception:
         lines += ["", "## The base model", "", "![base](figures/reproduction_base.png)", "",
-                  "| question kind | full resolution | 1/4 resolution | resize ratio (agent prompt, sampled) |", "|---|---|---|---|"]  # fmt: skip
+                  "Agent prompt sampled at temperature 1: how often it asks, and its accuracy when it asked and "
+                  "when it answered directly (the reward gap GRPO starts from).", "",
+                  "| question kind | full resolution | 1/4 resolution | resize ratio (agent prompt, sampled) "
+                  "| accuracy after asking | accuracy answering directly |", "|---|---|---|---|---|---|"]  # fmt: skip
         for kind in perception["full"]:
             lines.append(f"| {kind} | {_pct(perception['full'][kind])} | {_pct(perception['low'][kind])} | "
-                         f"{_pct(perception['resize_ratio'].get(kind))} |")  # fmt: skip
+                         f"{_pct(perception['resize_ratio'].get(kind))} | {_pct(perception.get('resized', {}).get(kind))} | "
+                         f"{_pct(perception.get('direct', {}).get(kind))} |")  # fmt: skip
     lines += ["", "## Resize-call ratio during training (paper Fig. 3 / 8 analogue)", "",
               "![resize ratio](figures/reproduction_resize_ratio.png)", "",
               "Final values are means over the last fifth of the training steps.", "",

@@ -37,9 +37,13 @@ def perception_report(
     judge: Any,
     max_new_tokens: int = 64,
     batch_size: int = 32,
+    sampled_rollouts: int = 4,
 ) -> dict[str, dict[str, float]]:
-    """``{"full": {kind: accuracy}, "low": {...}, "resize_ratio": {kind: ratio}}``: accuracy with
-    greedy decoding; the resize ratio sampled at temperature 1, as GRPO will start from it."""
+    """``{"full": {kind: accuracy}, "low": {...}, "resize_ratio": {kind: ratio}, "resized": {kind:
+    accuracy}, "direct": {...}}``: accuracy with greedy decoding; the agent prompt sampled at
+    temperature 1, ``sampled_rollouts`` per question as GRPO will start from it: how often it asks,
+    and how often it is right when it asked and when it answered directly (the reward gap GRPO has
+    to learn from; a kind without such rollouts is left out)."""
     engine = TransformersRolloutEngine(policy.eval(), processor.tokenizer, reuse_kv_cache=True)
     greedy = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
     sampled = SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens)
@@ -47,19 +51,23 @@ def perception_report(
     passes = (("full", perception_prompt, "full"), ("low", perception_prompt, "low"),
               ("resize_ratio", agent_prompt, "adaptive"))  # fmt: skip
     for name, prompt, mode in passes:
-        driver = EpisodeDriver(engine, EpisodeBuilder(processor, prompt, resolution), RolloutConfig(group_size=1))
-        by_kind: dict[str, list[float]] = defaultdict(list)
+        group = sampled_rollouts if name == "resize_ratio" else 1
+        driver = EpisodeDriver(engine, EpisodeBuilder(processor, prompt, resolution), RolloutConfig(group_size=group))
+        by_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
             episodes = [driver.builder.build(s, mode) for s in chunk]
             trajectories = driver.run(episodes, sampled if name == "resize_ratio" else greedy, seed=start)
-            if name == "resize_ratio":
-                values = [float(t.used_high_res) for t in trajectories]
-            else:
-                values = [float(bool(v.correct)) for v in judge_trajectories(trajectories, judge, "lenient")]
-            for sample, value in zip(chunk, values, strict=True):
-                by_kind[sample.kind].append(value)
-        report[name] = {kind: fmean(values) for kind, values in sorted(by_kind.items())}
+            verdicts = judge_trajectories(trajectories, judge, "lenient")
+            for trajectory, verdict in zip(trajectories, verdicts, strict=True):
+                kind, correct = trajectory.episode.sample.kind, float(bool(verdict.correct))
+                if name == "resize_ratio":
+                    by_kind[name][kind].append(float(trajectory.used_high_res))
+                    by_kind["resized" if trajectory.used_high_res else "direct"][kind].append(correct)
+                else:
+                    by_kind[name][kind].append(correct)
+        for key, values_by_kind in by_kind.items():
+            report[key] = {kind: fmean(values) for kind, values in sorted(values_by_kind.items())}
     policy.train()
     return report
 
