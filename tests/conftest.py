@@ -74,7 +74,10 @@ def qwen2_vl_path(tiny_path, tmp_path_factory) -> str:
     with the tiny model's tokenizer and processor: a second model type for the family dispatch."""
     import json
 
+    import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from visionthink.models.loading import save_policy_and_processor
 
     tiny = json.loads((Path(tiny_path) / "config.json").read_text())
     text = {key: tiny["text_config"][key] for key in (
@@ -86,13 +89,9 @@ def qwen2_vl_path(tiny_path, tmp_path_factory) -> str:
     tokens = {
         key: tiny[key] for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
     }
-    import torch
-
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **tokens))
     folder = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    from visionthink.models.loading import save_policy_and_processor
-
     save_policy_and_processor(model, load_processor(tiny_path), folder)
     return str(folder)
 

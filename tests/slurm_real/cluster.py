@@ -148,10 +148,12 @@ class LocalSlurm:
         for node in self.nodes:
             (self.folder / "spool" / node).mkdir(parents=True, exist_ok=True)
             self._spawn(["slurmd", "-D", "-N", node, "-f", str(self.conf)], name=f"slurmd-{node}")
-        ready = {"idle", "mixed", "allocated"}
-        self._wait(lambda: set(self.node_states()) <= ready and len(self.node_states()) == len(self.nodes),
-                   "the nodes did not become idle")  # fmt: skip
+        self._wait(self._nodes_ready, "the nodes did not become idle")
         return self
+
+    def _nodes_ready(self) -> bool:
+        states = self.node_states()
+        return len(states) == len(self.nodes) and set(states) <= {"idle", "mixed", "allocated"}
 
     def stop(self) -> None:
         """Cancel every job, then stop the daemons this object started, newest first."""

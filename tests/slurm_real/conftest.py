@@ -1,6 +1,6 @@
 """The SLURM tier (`make test-slurm`): a real SLURM on localhost schedules the sweep's trials (one
-node) and a DDP run over two nodes. Skipped elsewhere with that reason; `make test-slurm` sets VISIONTHINK_SLURM=1, and then a
-machine that cannot run the cluster fails instead of skipping."""
+node) and a DDP run over two nodes. Skipped elsewhere with that reason; `make test-slurm` sets
+VISIONTHINK_SLURM=1, and then a machine that cannot run the cluster fails instead of skipping."""
 
 from __future__ import annotations
 

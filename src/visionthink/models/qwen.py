@@ -76,8 +76,13 @@ def pack_requests(
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
-        "mm_token_type_ids": (input_ids == image_token_id).int() * attention_mask.int(),
+        "mm_token_type_ids": mm_token_type_ids(input_ids, attention_mask, image_token_id),
     }
+
+
+def mm_token_type_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int) -> torch.Tensor:
+    """1 at the real (unpadded) image placeholders, 0 elsewhere."""
+    return (input_ids == image_token_id).int() * attention_mask.int()
 
 
 def image_inputs(model: Any, images: Sequence[EncodedImage], share: bool = True) -> dict[str, Any]:
@@ -119,7 +124,7 @@ def rope_positions(
     model's own ``get_rope_index`` (``image_grid_thw``: every image of the batch, in order)."""
     positions, _ = rope_model(model).get_rope_index(
         input_ids,
-        mm_token_type_ids=(input_ids == image_token_id).int() * attention_mask.int(),
+        mm_token_type_ids=mm_token_type_ids(input_ids, attention_mask, image_token_id),
         image_grid_thw=image_grid_thw,
         attention_mask=attention_mask,
     )

@@ -200,6 +200,7 @@ class SFTModule(L.LightningModule):
         _, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
         self.policy = policy.train()
         freeze_vision_tower(self.policy, self.vision_lr_scale)
+        self.ids = family_of(self.policy).special_token_ids(self.processor.tokenizer)
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
         self.plain_builder = (
             EpisodeBuilder(self.processor, self.plain_prompt, self.resolution)
@@ -234,8 +235,7 @@ class SFTModule(L.LightningModule):
 
     def _loss(self, batch: SampleBatch, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
         traces = self.traces(batch.samples, seed)
-        ids = family_of(self.policy).special_token_ids(self.processor.tokenizer)
-        logprobs, mask = token_logprobs(self.policy, traces, ids.pad, ids.image)
+        logprobs, mask = token_logprobs(self.policy, traces, self.ids.pad, self.ids.image)
         mask = mask.to(logprobs.dtype)
         loss = -(logprobs * mask).sum() / mask.sum()
         return loss, {"tool_traces": sum(t.used_high_res for t in traces) / len(traces)}
