@@ -19,7 +19,7 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup setup-vllm train test test-fast test-vllm test-slurm lint format data judge-model sweep bench reproduce mlflow-ui clean
+.PHONY: help setup setup-vllm train test test-fast test-vllm test-slurm test-gpu lint format data judge-model sweep bench reproduce mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -87,6 +87,10 @@ test-slurm: $(STAMP) $(JUDGE_GGUF) ## A real SLURM runs a theta sweep and a two-
 	command -v slurmctld >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge)
 	VISIONTHINK_SLURM=1 $(PY) -m pytest tests/slurm_real $(ARGS)
+
+# DeepSpeed ZeRO-2/3 and FSDP on a CUDA GPU, in an environment set up from requirements-gpu.txt
+test-gpu: ## The GPU tier: sharded strategies train, checkpoint, export and resume (needs a CUDA GPU)
+	VISIONTHINK_GPU=1 python -m pytest tests/gpu_real $(ARGS)
 
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check src tests

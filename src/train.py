@@ -25,12 +25,13 @@ from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from visionthink.config_checks import check_master_weights, check_ranges
+    from visionthink.config_checks import check_master_weights, check_ranges, check_sharded_rollouts
     from visionthink.errors import TrialInterrupted
     from visionthink.training.run import train
 
     check_ranges(cfg)
     check_master_weights(cfg)
+    check_sharded_rollouts(cfg)
     one_console()
     try:
         metrics = train(cfg)

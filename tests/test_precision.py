@@ -1,5 +1,6 @@
 """Training on GPUs as configured: the trainable policy keeps fp32 master weights under bf16
-compute, and a config that would update bf16 weights directly stops at start-up."""
+compute, and a config that would update bf16 weights directly stops at start-up, as do
+transformers rollouts on a sharded policy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TOOL_TURN, answer_turn, compose_train, train_in_process
-from visionthink.config_checks import check_master_weights
+from visionthink.config_checks import check_master_weights, check_sharded_rollouts
 from visionthink.errors import InputError
 from visionthink.models import ModelConfig, load_policy
 
@@ -55,3 +56,31 @@ def test_the_paper_recipes_keep_fp32_master_weights():
     check_master_weights(
         compose_train(["experiment=visionthink_7b", "trainer=deepspeed_zero2", "model.dtype=bfloat16"])
     )
+
+
+@pytest.mark.parametrize("trainer", ["fsdp", "deepspeed_zero3"])
+def test_transformers_rollouts_on_a_sharded_policy_are_refused(trainer):
+    with pytest.raises(InputError, match="cannot generate with a policy sharded over several ranks"):
+        check_sharded_rollouts(compose_train([f"trainer={trainer}", "rollout=hf"]))
+    check_sharded_rollouts(compose_train([f"trainer={trainer}", "rollout=vllm"]))
+    check_sharded_rollouts(compose_train([f"trainer={trainer}", "rollout=hf", "trainer.devices=1"]))
+    check_sharded_rollouts(compose_train(["trainer=deepspeed_zero2", "rollout=hf"]))
+
+
+def test_deepspeed_clips_gradients_at_the_grpo_norm():
+    """Lightning's clip call does nothing under DeepSpeed, which clips in its own step by its
+    config's gradient_clipping (0, off, unless set): the module sets it from grpo.max_grad_norm."""
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    from visionthink.training.run import build_module
+
+    cfg = compose_train(["trainer=deepspeed_zero2", "grpo.max_grad_norm=0.5"])
+    module = build_module(cfg, instantiate(cfg.resolution))
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, DeepSpeedStrategy) and "gradient_clipping" not in strategy.config
+    module._trainer = SimpleNamespace(strategy=strategy)
+    module.setup("fit")
+    assert strategy.config["gradient_clipping"] == 0.5

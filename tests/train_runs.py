@@ -3,6 +3,7 @@ they left in MLflow."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,3 +75,19 @@ def run_until_checkpoint_then_kill(workdir: Path, run_name: str, *overrides: str
     process.wait()
     assert last.exists(), "no checkpoint was written before the kill"
     return last
+
+
+def scripted_run(workdir: Path, run_name: str, *overrides: str) -> dict[str, float]:
+    """Train with scripted rollouts (tests/scripted_train.py) in a subprocess, the tiny model, one
+    step unless overridden; returns the run's final metrics."""
+    command = [
+        sys.executable, str(ROOT / "tests" / "scripted_train.py"), f"run_name={run_name}", "model=tiny",
+        "prompt=agent", "grpo=default", "seed=0", "data.batch_size=4", "rollout.group_size=4", "trainer.max_steps=1",
+        "data.val=null", "data.synthetic.splits={train: 32, val: 4, test: 4}", "optimized_metrics=[]",
+        "callbacks.model_checkpoint.every_n_train_steps=1", f"paths.outputs_dir={workdir / 'outputs'}",
+        f"paths.data_dir={workdir / 'data'}", f"logger.mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
+        *overrides,
+    ]  # fmt: skip
+    result = subprocess.run(command, env=environment(workdir), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads((workdir / "outputs" / "runs" / run_name / "final_metrics.json").read_text())

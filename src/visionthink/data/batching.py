@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 from visionthink.data.sample import Sample, SampleError
@@ -10,14 +9,18 @@ from visionthink.data.sample import Sample, SampleError
 BadSamplePolicy = Literal["skip", "raise"]
 
 
-@dataclass
 class SampleBatch:
-    samples: list[Sample]
-    skipped: list[SampleError] = field(default_factory=list)
-    # data.on_bad_sample=raise: the consumer stops at the first skipped sample. Raised there, in the
-    # main process, not in a DataLoader worker, whose exceptions come back as a RuntimeError
-    # wrapping a traceback.
-    raise_on_bad: bool = False
+    """A step's samples and the bad ones skipped from it. A plain class, not a dataclass: Lightning
+    recurses into dataclasses to move and cast tensors (the sharded strategies' precision casts
+    refuse frozen ones, as samples are), and a batch of images and strings has none to move."""
+
+    def __init__(self, samples: list[Sample], skipped: list[SampleError] | None = None, raise_on_bad: bool = False):
+        self.samples = samples
+        self.skipped = skipped if skipped is not None else []
+        # data.on_bad_sample=raise: the consumer stops at the first skipped sample. Raised there, in
+        # the main process, not in a DataLoader worker, whose exceptions come back as a RuntimeError
+        # wrapping a traceback.
+        self.raise_on_bad = raise_on_bad
 
     def __len__(self) -> int:
         return len(self.samples)

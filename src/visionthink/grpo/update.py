@@ -9,7 +9,9 @@ precision plugin and the strategy.
 Under DDP every backward pass is a collective, so all ranks run the same number of optimizer
 steps and of backward passes per step (a rank with fewer groups pads with zero-loss passes), and
 each step's loss is normalised by the tokens (or trajectories) of all ranks together, so the
-gradient DDP averages equals the single-process one.
+gradient DDP averages equals the single-process one. A sharded model (FSDP, ZeRO-3) makes every
+forward pass a collective too: its log-prob passes are padded the same way, and every padding
+pass runs forward on a real trajectory (``padding``), through every block.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from visionthink.grpo.advantages import group_advantages
@@ -28,6 +29,7 @@ from visionthink.grpo.correction import rollout_correction
 from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logprobs
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
 from visionthink.metrics.distributed import Summed
+from visionthink.models.sharding import is_sharded
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.training.collectives import max_across_ranks, sum_across_ranks, world_size
 
@@ -98,22 +100,27 @@ class GRPOUpdate:
         rewards: torch.Tensor,
         optimizer: Any,
         scheduler: Any | None = None,
+        padding: Trajectory | None = None,
     ) -> dict[str, float]:
         """Update ``policy`` from whole groups of trajectories (group after group) and their rewards.
 
         With nothing to learn from on any rank, one step without gradients keeps the step count
-        (torch optimizers skip parameters without a gradient, weight decay included)."""
+        (torch optimizers skip parameters without a gradient, weight decay included). ``padding``
+        (default: the first trajectory) is what this rank's padding passes run forward on when it
+        has fewer micro-batches than another rank."""
+        padding = trajectories[0] if trajectories else padding
         num_groups = len(trajectories) // self.group_size
         steps = self.plan(trajectories, num_groups)
         if not steps:
             self._step(optimizer, scheduler, zero_grad=True)
             return {"train/updated_groups": Summed(0), "train/optimizer_steps": 0.0}
-        batch = self.score(policy, reference, trajectories, rewards, multiple_steps=len(steps) > 1)
+        batch = self.score(policy, reference, trajectories, rewards, len(steps) > 1, padding)
         totals: dict[str, list[float]] = {}
         for step in steps:
-            for name, value in self.optimizer_step(policy, batch, step, optimizer, scheduler).items():
+            for name, value in self.optimizer_step(policy, batch, step, optimizer, scheduler, padding).items():
                 totals.setdefault(name, []).append(value)
-        metrics = {f"train/{name}": float(np.mean(values)) for name, values in totals.items()}
+        # Each rank holds its part of the loss terms (a rank without rows holds none): they add up.
+        metrics = {f"train/{name}": Summed(sum(values) / len(steps)) for name, values in totals.items()}
         metrics.update(batch.mismatch)
         if num_groups:
             metrics["train/advantage_abs"] = float(batch.advantages.abs().mean())
@@ -147,6 +154,7 @@ class GRPOUpdate:
         trajectories: list[Trajectory],
         rewards: torch.Tensor,
         multiple_steps: bool,
+        padding: Trajectory | None = None,
     ) -> ScoredBatch:
         advantages = (
             group_advantages(rewards, self.group_size, scale=self.config.scale_advantages) if trajectories else rewards
@@ -156,20 +164,46 @@ class GRPOUpdate:
         from_engine = bool(trajectories) and all(t.rollout_logprobs for t in trajectories)
         # Several steps move the policy away from the one that rolled out; a rollout engine's
         # log-probs are compared against the trainer's own.
-        if multiple_steps or from_engine:
-            old = self._logprobs(policy, trajectories)
+        needs_old = multiple_steps or from_engine
+        if is_sharded(policy):  # a rank without trajectories still joins the other ranks' passes
+            needs_old = max_across_ranks([int(needs_old)])[0] > 0
+        if needs_old:
+            old = self._logprobs(policy, trajectories, padding)
         if from_engine:
             weights, mismatch = rollout_correction(trajectories, old, self.config.tis_cap)
         if reference is not None:
-            reference_logprobs = self._logprobs(reference, trajectories)
+            reference_logprobs = self._logprobs(reference, trajectories, padding)
         return ScoredBatch(trajectories, advantages, old, reference_logprobs, weights, mismatch)
 
-    def _logprobs(self, model: torch.nn.Module, trajectories: list[Trajectory]) -> list[torch.Tensor]:
+    def _logprobs(
+        self, model: torch.nn.Module, trajectories: list[Trajectory], padding: Trajectory | None
+    ) -> list[torch.Tensor]:
         micro = self.config.micro_batch_size
-        return trajectory_logprobs(model, trajectories, self.pad_id, self.image_token_id, micro, self.temperature)
+        passes = math.ceil(len(trajectories) / micro)
+        # Agreed before any pass: the counts are exchanged by a collective too
+        padding_passes = max_across_ranks([passes])[0] - passes if is_sharded(model) else 0
+        logprobs = trajectory_logprobs(model, trajectories, self.pad_id, self.image_token_id, micro, self.temperature)
+        for _ in range(padding_passes):
+            trajectory_logprobs(model, [required(padding)], self.pad_id, self.image_token_id, 1, self.temperature)
+        return logprobs
+
+    def _padding_pass(self, policy: torch.nn.Module, padding: Trajectory | None) -> None:
+        """A zero-loss backward pass, to join another rank's collectives: DDP's gradient
+        all-reduce needs no forward pass, a sharded model's weight gathers do."""
+        if padding is None and not is_sharded(policy):
+            self.hooks.backward(sum(p.sum() for p in policy.parameters() if p.requires_grad) * 0.0)
+            return
+        logprobs, _ = token_logprobs(policy, [required(padding)], self.pad_id, self.image_token_id, self.temperature)
+        self.hooks.backward(logprobs.sum() * 0.0)
 
     def optimizer_step(
-        self, policy: torch.nn.Module, batch: ScoredBatch, step: OptimizerStep, optimizer: Any, scheduler: Any
+        self,
+        policy: torch.nn.Module,
+        batch: ScoredBatch,
+        step: OptimizerStep,
+        optimizer: Any,
+        scheduler: Any,
+        padding: Trajectory | None = None,
     ) -> dict[str, float]:
         config, micro = self.config, self.config.micro_batch_size
         optimizer.zero_grad()
@@ -203,16 +237,15 @@ class GRPOUpdate:
             parts["entropy"] = mean_entropy.detach()
             if config.entropy_coef > 0:
                 loss = loss - config.entropy_coef * mean_entropy
-            # Each micro-batch's share of the step over all ranks (DDP divides the summed
+            # Each micro-batch's share of the step over all ranks (DDP and FSDP divide the summed
             # gradients by the number of ranks).
             share = float(mask.sum()) if config.aggregate == "token-mean" else float(len(chunk))
-            weight = share / max(step.normaliser, 1.0) * world_size()
-            self.hooks.backward(loss * weight)
-            for name, value in parts.items():
+            weight = share / max(step.normaliser, 1.0)
+            self.hooks.backward(loss * weight * world_size())
+            for name, value in parts.items():  # this rank's part of the mean over all ranks
                 summed[name] = summed.get(name, 0.0) + float(value) * weight
-        for _ in range(step.backward_passes - len(chunks)):
-            # Another rank has more micro-batches: join its gradient all-reduce with zeros.
-            self.hooks.backward(sum(p.sum() for p in policy.parameters() if p.requires_grad) * 0.0)
+        for _ in range(step.backward_passes - len(chunks)):  # another rank has more micro-batches
+            self._padding_pass(policy, padding)
         self.hooks.clip_gradients(optimizer, config.max_grad_norm)
         self._step(optimizer, scheduler)
         return summed
@@ -224,3 +257,12 @@ class GRPOUpdate:
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+
+
+def required(padding: Trajectory | None) -> Trajectory:
+    if padding is None:
+        raise RuntimeError(
+            "this rank has no trajectory to run the padding forward passes that a sharded model (FSDP, ZeRO-3) "
+            "needs: every sample of its batch was skipped; check the data (system/data/skipped_samples)"
+        )
+    return padding

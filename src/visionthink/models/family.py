@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from visionthink.errors import InputError
+from visionthink.models.sharding import is_sharded
 
 if TYPE_CHECKING:
     from visionthink.episode.builder import EncodedImage
@@ -97,6 +98,9 @@ def model_inputs(
     device = next(model.parameters()).device
     tokens = family.pack_requests(requests, pad_id, image_token_id, padding_side)
     images = [image for request in requests for image in request.images]
+    # Sharing encodes the images outside the model's forward, which a sharded model's weights
+    # are gathered for only
+    share_images = share_images and not is_sharded(model)
     return {**{k: v.to(device) for k, v in tokens.items()}, **family.image_inputs(model, images, share_images)}
 
 

@@ -130,13 +130,20 @@ def load_trained_policy(config: ModelConfig, checkpoint: str | None, processor_s
 
 
 def checkpoint_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of a Lightning checkpoint: a single file, or the directory DeepSpeed
-    writes (gathered into one fp32 state with Lightning's own conversion)."""
+    """The ``state_dict`` of a Lightning checkpoint: a single file, the directory FSDP's sharded
+    checkpoints are (torch's distributed checkpoint format, read whole with torch's own
+    conversion), or the directory DeepSpeed writes (gathered into one fp32 state with Lightning's
+    own conversion)."""
     if checkpoint.is_dir():
-        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
-
         with tempfile.TemporaryDirectory() as tmp:
-            single = Path(tmp) / "fp32.ckpt"
+            single = Path(tmp) / "whole.ckpt"
+            if (checkpoint / ".metadata").is_file():
+                from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+                dcp_to_torch_save(checkpoint, single)
+                return torch.load(single, map_location="cpu", weights_only=True)["model"]
+            from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
             convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(single))
             return torch.load(single, map_location="cpu", weights_only=False)["state_dict"]
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 
 def full_parameters(policy: Any) -> Iterator[tuple[str, torch.Tensor]]:
@@ -27,7 +28,7 @@ def full_parameters(policy: Any) -> Iterator[tuple[str, torch.Tensor]]:
         with deepspeed.zero.GatheredParameters(parameters, modifier_rank=None):
             yield from ((n, p.data) for n, p in policy.named_parameters())
         return
-    if type(policy).__name__.startswith("FSDP") or any(type(p).__name__ == "DTensor" for p in parameters):
+    if isinstance(policy, FullyShardedDataParallel) or any(type(p).__name__ == "DTensor" for p in parameters):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True))

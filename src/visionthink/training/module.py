@@ -18,6 +18,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp.wrap import wrap
 
 from visionthink.data.batching import CollateSamples, SampleBatch
 from visionthink.data.sample import SampleError
@@ -85,9 +88,8 @@ class VisionThinkGRPO(L.LightningModule):
         # Rollout noise is keyed by (seed, step, sample, rollout): runs reproduce on any number of ranks.
         self.seed = seed
         self.policy: Any = None
+        # The frozen reference model (grpo.beta > 0), kept out of the module tree (configure_model)
         self.reference: Any = None
-        # The reference model is rebuilt from the base checkpoint, not stored in checkpoints.
-        self.strict_loading = False
         self.skipped_samples = 0
         self._buffer: list[ScoredGroup] = []
         self._generation_batches = 0
@@ -101,8 +103,20 @@ class VisionThinkGRPO(L.LightningModule):
         if self.policy is not None:
             return
         path, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
-        self.policy = policy.train()
-        freeze_vision_tower(self.policy, self.vision_lr_scale)
+        freeze_vision_tower(policy.train(), self.vision_lr_scale)
+        log.info("%s", parameter_summary(policy, self.vision_lr_scale, self.grpo.beta > 0))
+        if self.grpo.beta > 0:
+            reference = copy.deepcopy(policy).eval().requires_grad_(False)
+            if str(self.trainer.precision).startswith("bf16"):
+                reference.to(torch.bfloat16)  # frozen: no master weights needed
+            # Not a registered submodule: no strategy checkpoints it (it is rebuilt from the base
+            # checkpoint), DeepSpeed neither partitions nor casts it, and Lightning does not move
+            # it (on_fit_start does). Under FSDP it is sharded as its own root, like the policy.
+            object.__setattr__(self, "reference", wrap(reference))
+        # Under FSDP (Lightning's wrapping context) the policy is its own FSDP root: Lightning's own
+        # wrapping of the whole LightningModule breaks a backward inside training_step, as manual
+        # optimisation does (Lightning-AI/pytorch-lightning#19626). Elsewhere wrap() is the identity.
+        self.policy = wrap(policy)
         tokenizer = self.processor.tokenizer
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
         backend = self.backend_factory(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
@@ -118,16 +132,23 @@ class VisionThinkGRPO(L.LightningModule):
             # Lightning's backward and clipping know the precision plugin and the strategy
             Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients),
         )
-        if self.grpo.beta > 0:
-            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
-            if str(self.trainer.precision).startswith("bf16"):
-                self.reference.to(torch.bfloat16)  # frozen: no master weights needed
-        log.info("%s", parameter_summary(self.policy, self.vision_lr_scale, self.reference is not None))
 
     def _clip_gradients(self, optimizer: Any, max_norm: float) -> None:
+        if isinstance(self.policy, FullyShardedDataParallel):
+            # Lightning's FSDP precision plugin refuses norm clipping; FSDP's own takes the norm over all shards.
+            self.policy.clip_grad_norm_(max_norm)
+            return
         self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy):
+            # DeepSpeed clips inside its own optimizer step, and Lightning's clip call is a no-op there
+            strategy.config.setdefault("gradient_clipping", self.grpo.max_grad_norm)
+
     def on_fit_start(self) -> None:
+        if self.reference is not None:
+            self.reference.to(self.device)
         if self.trainer.ckpt_path:
             # The checkpoint's weights are in the policy now; an engine with its own copy needs them too.
             self.weight_sync.push(self.policy)
@@ -137,10 +158,6 @@ class VisionThinkGRPO(L.LightningModule):
         return configure_optimization(
             self.policy, self.optimizer_factory, self.scheduler_factory, self.vision_lr_scale, steps
         )
-
-    def transfer_batch_to_device(self, batch: SampleBatch, device: torch.device, dataloader_idx: int) -> SampleBatch:
-        # Samples hold PIL images; the rollout engine moves the tensors it builds itself.
-        return batch
 
     # --------------------------------------------------------------- rollouts
     def episodes(self, batch: SampleBatch, mode: str = "adaptive") -> list:
@@ -244,6 +261,8 @@ class VisionThinkGRPO(L.LightningModule):
             torch.tensor([s.reward for g in groups for s in g.scores]),
             optimizer,
             self.lr_schedulers(),
+            # For padding passes when this rank kept no group (its latest rollouts hold one)
+            padding=self.last_rollouts[0][0] if self.last_rollouts and self.last_rollouts[0] else None,
         )
         if metrics["train/optimizer_steps"]:
             self.weight_sync.push(self.policy)
@@ -278,9 +297,6 @@ class VisionThinkGRPO(L.LightningModule):
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("reference.")]:
-            del state[key]
         # Lightning restores model, optimizer, schedule and loop progress; these complete an exact resume.
         name, keys, position, has_gauss, cached_gauss = np.random.get_state()
         checkpoint["visionthink"] = {

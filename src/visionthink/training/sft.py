@@ -214,9 +214,6 @@ class SFTModule(L.LightningModule):
             self.policy, self.optimizer_factory, self.scheduler_factory, self.vision_lr_scale, steps
         )
 
-    def transfer_batch_to_device(self, batch: SampleBatch, device: torch.device, dataloader_idx: int) -> SampleBatch:
-        return batch
-
     def traces(self, samples: Sequence[Sample], seed: int) -> list[Trajectory]:
         groups: dict[tuple[str, str], list[Sample]] = {}
         for sample in samples:

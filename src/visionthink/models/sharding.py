@@ -1,0 +1,32 @@
+"""Models whose weights are sharded over the ranks (FSDP, DeepSpeed ZeRO-3).
+
+Every forward pass of such a model gathers each block's weights from all ranks, so all ranks must
+run the same forward passes through the same blocks, whatever their own data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch.distributed.fsdp import FullyShardedDataParallel
+
+
+def is_sharded(model: Any) -> bool:
+    """FSDP (a wrapped root or DTensor parameters) or DeepSpeed ZeRO-3 (partitioned parameters)."""
+    if isinstance(model, FullyShardedDataParallel):
+        return True
+    return any(hasattr(p, "ds_id") or type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+@contextmanager
+def unsharded_root(model: Any) -> Iterator[Any]:
+    """``model`` for calls that bypass its forward (``generate``): for an FSDP root, the module it
+    wraps with the root's own parameters gathered (its blocks gather theirs as they run); any
+    other model as it is."""
+    if not isinstance(model, FullyShardedDataParallel):
+        yield model
+        return
+    with FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False):
+        yield model.module
