@@ -81,6 +81,6 @@ def test_deepspeed_clips_gradients_at_the_grpo_norm():
     module = build_module(cfg, instantiate(cfg.resolution))
     strategy = instantiate(cfg.trainer.strategy)
     assert isinstance(strategy, DeepSpeedStrategy) and "gradient_clipping" not in strategy.config
-    module._trainer = SimpleNamespace(strategy=strategy)
+    module._trainer = SimpleNamespace(strategy=strategy, precision="bf16-mixed")
     module.setup("fit")
     assert strategy.config["gradient_clipping"] == 0.5

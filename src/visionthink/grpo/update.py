@@ -50,6 +50,9 @@ class Hooks:
 
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
     clip_gradients: Callable[[torch.optim.Optimizer, float], None] = clip_grad_norm
+    # Called before each pass's forward with whether it is the optimizer step's last pass
+    # (DeepSpeed must be told, or it takes each pass for a whole step)
+    start_pass: Callable[[bool], None] = lambda last_of_step: None
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,8 @@ class GRPOUpdate:
         optimizer.zero_grad()
         chunks = [step.rows[start : start + micro] for start in range(0, len(step.rows), micro)]
         summed: dict[str, float] = {}
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
+            self.hooks.start_pass(index == step.backward_passes - 1)
             logprobs, mask, entropy = token_logprobs(
                 policy,
                 [batch.trajectories[i] for i in chunk],
@@ -244,7 +248,8 @@ class GRPOUpdate:
             self.hooks.backward(loss * weight * world_size())
             for name, value in parts.items():  # this rank's part of the mean over all ranks
                 summed[name] = summed.get(name, 0.0) + float(value) * weight
-        for _ in range(step.backward_passes - len(chunks)):  # another rank has more micro-batches
+        for index in range(len(chunks), step.backward_passes):  # another rank has more micro-batches
+            self.hooks.start_pass(index == step.backward_passes - 1)
             self._padding_pass(policy, padding)
         self.hooks.clip_gradients(optimizer, config.max_grad_norm)
         self._step(optimizer, scheduler)

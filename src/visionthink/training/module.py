@@ -88,8 +88,10 @@ class VisionThinkGRPO(L.LightningModule):
         # Rollout noise is keyed by (seed, step, sample, rollout): runs reproduce on any number of ranks.
         self.seed = seed
         self.policy: Any = None
-        # The frozen reference model (grpo.beta > 0), kept out of the module tree (configure_model)
+        # The frozen reference model (grpo.beta > 0), kept out of the module tree (setup)
         self.reference: Any = None
+        self.checkpoint_path: str | None = None
+        self.driver: EpisodeDriver | None = None
         self.skipped_samples = 0
         self._buffer: list[ScoredGroup] = []
         self._generation_batches = 0
@@ -99,27 +101,45 @@ class VisionThinkGRPO(L.LightningModule):
         self.last_rollouts: tuple[list[Trajectory], list[RolloutScore]] | None = None
 
     # ----------------------------------------------------------------- set-up
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy):
+            # DeepSpeed clips inside its own optimizer step, and Lightning's clip call is a no-op there
+            strategy.config.setdefault("gradient_clipping", self.grpo.max_grad_norm)
         if self.policy is not None:
             return
+        # Loaded here, not in configure_model: under ZeRO-3 that runs inside deepspeed.zero.Init,
+        # whose partitioned parameters a checkpoint cannot be loaded into; DeepSpeed partitions the
+        # whole policy when it starts.
         path, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
+        self.checkpoint_path = path
         freeze_vision_tower(policy.train(), self.vision_lr_scale)
         log.info("%s", parameter_summary(policy, self.vision_lr_scale, self.grpo.beta > 0))
+        self.policy = policy
         if self.grpo.beta > 0:
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
             if str(self.trainer.precision).startswith("bf16"):
                 reference.to(torch.bfloat16)  # frozen: no master weights needed
             # Not a registered submodule: no strategy checkpoints it (it is rebuilt from the base
             # checkpoint), DeepSpeed neither partitions nor casts it, and Lightning does not move
-            # it (on_fit_start does). Under FSDP it is sharded as its own root, like the policy.
-            object.__setattr__(self, "reference", wrap(reference))
-        # Under FSDP (Lightning's wrapping context) the policy is its own FSDP root: Lightning's own
-        # wrapping of the whole LightningModule breaks a backward inside training_step, as manual
-        # optimisation does (Lightning-AI/pytorch-lightning#19626). Elsewhere wrap() is the identity.
-        self.policy = wrap(policy)
+            # it (on_fit_start does).
+            object.__setattr__(self, "reference", reference)
+
+    def configure_model(self) -> None:
+        if self.driver is not None:
+            return
+        # Under FSDP (Lightning's wrapping context) the policy and the reference are each their own
+        # FSDP root: Lightning's own wrapping of the whole LightningModule breaks a backward inside
+        # training_step, as manual optimisation does (Lightning-AI/pytorch-lightning#19626).
+        # Elsewhere wrap() is the identity.
+        self.policy = wrap(self.policy)
+        if self.reference is not None:
+            object.__setattr__(self, "reference", wrap(self.reference))
         tokenizer = self.processor.tokenizer
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
-        backend = self.backend_factory(self.rollout_config, self.policy, tokenizer, path, self.resolution, self.seed)
+        backend = self.backend_factory(
+            self.rollout_config, self.policy, tokenizer, self.checkpoint_path, self.resolution, self.seed
+        )
         self.engine, self.weight_sync = backend.engine, backend.weight_sync
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
         ids = family_of(self.policy).special_token_ids(tokenizer)
@@ -130,8 +150,20 @@ class VisionThinkGRPO(L.LightningModule):
             ids.pad,
             ids.image,
             # Lightning's backward and clipping know the precision plugin and the strategy
-            Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients),
+            Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients, start_pass=self._start_pass),
         )
+
+    def _start_pass(self, last_of_step: bool) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy):
+            # At its gradient accumulation of 1, DeepSpeed takes every pass for a whole step (its
+            # update then differs from the sum of the passes, measured): they are one accumulation.
+            engine = strategy.deepspeed_engine
+            engine.set_gradient_accumulation_boundary(last_of_step)
+            # What the engine's forward does first (ZeRO counts the passes there); the passes
+            # run the policy, not the engine wrapping the whole LightningModule
+            if hasattr(engine.optimizer, "clear_backward_seen_flag"):
+                engine.optimizer.clear_backward_seen_flag()
 
     def _clip_gradients(self, optimizer: Any, max_norm: float) -> None:
         if isinstance(self.policy, FullyShardedDataParallel):
@@ -139,12 +171,6 @@ class VisionThinkGRPO(L.LightningModule):
             self.policy.clip_grad_norm_(max_norm)
             return
         self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
-
-    def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DeepSpeedStrategy):
-            # DeepSpeed clips inside its own optimizer step, and Lightning's clip call is a no-op there
-            strategy.config.setdefault("gradient_clipping", self.grpo.max_grad_norm)
 
     def on_fit_start(self) -> None:
         if self.reference is not None:

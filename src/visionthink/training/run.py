@@ -25,12 +25,9 @@ log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
 
 # Warnings that describe intended behaviour here: checkpoints hold the state after each
-# update (what resuming needs), batches of samples stay on the CPU, the frozen reference
-# model is in eval mode, and deprecations inside torchdata and Lightning.
+# update (what resuming needs), and deprecations inside torchdata and Lightning.
 for message in (
     "Using ModelCheckpoint with manual optimization",
-    "You have overridden `transfer_batch_to_device`",
-    "module(s) in eval mode at the start of training",
     "'set_vital' is deprecated",
     "`isinstance(treespec, LeafSpec)` is deprecated",
     # Our metrics are combined across ranks before they are logged (metrics.distributed).

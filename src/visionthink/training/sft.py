@@ -194,7 +194,9 @@ class SFTModule(L.LightningModule):
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
         self.policy: Any = None
 
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
+        # Loaded here, not in configure_model, which ZeRO-3 runs inside deepspeed.zero.Init: a
+        # checkpoint cannot be loaded into its partitioned parameters.
         if self.policy is not None:
             return
         _, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
