@@ -6,8 +6,6 @@ run the same forward passes through the same blocks, whatever their own data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from torch.distributed.fsdp import FullyShardedDataParallel
@@ -18,15 +16,3 @@ def is_sharded(model: Any) -> bool:
     if isinstance(model, FullyShardedDataParallel):
         return True
     return any(hasattr(p, "ds_id") or type(p).__name__ == "DTensor" for p in model.parameters())
-
-
-@contextmanager
-def unsharded_root(model: Any) -> Iterator[Any]:
-    """``model`` for calls that bypass its forward (``generate``): for an FSDP root, the module it
-    wraps with the root's own parameters gathered (its blocks gather theirs as they run); any
-    other model as it is."""
-    if not isinstance(model, FullyShardedDataParallel):
-        yield model
-        return
-    with FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False):
-        yield model.module

@@ -14,7 +14,6 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from visionthink.models.family import family_of, model_inputs
-from visionthink.models.sharding import unsharded_root
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import (
     CachedBatch,
@@ -71,33 +70,30 @@ class TransformersRolloutEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with unsharded_root(self.model) as model:
-                cached = self._cached if self.reuse_kv_cache else None
-                matches = match(cached, requests, self.ids.image) if cached is not None else None
-                if matches is None and (shared := distinct_prompts(requests, self.ids.image)) is not None:
-                    prompts, matches = shared
-                    self._cached = prefill_prompts(model, prompts, self.ids)
-                    self.prefill_tokens += int(self._cached.valid.sum())
-                generated = (
-                    self._generate(model, requests, sampling)
-                    if matches is None
-                    else self._continue(model, requests, matches, sampling)
-                )
+            cached = self._cached if self.reuse_kv_cache else None
+            matches = match(cached, requests, self.ids.image) if cached is not None else None
+            if matches is None and (shared := distinct_prompts(requests, self.ids.image)) is not None:
+                prompts, matches = shared
+                self._cached = prefill_prompts(self.model, prompts, self.ids)
+                self.prefill_tokens += int(self._cached.valid.sum())
+            generated = (
+                self._generate(requests, sampling) if matches is None else self._continue(requests, matches, sampling)
+            )
             if not self.reuse_kv_cache:
                 self._cached = None
         finally:
             self.model.train(was_training)
         return [self._cut(ids) for ids in generated.tolist()]
 
-    def _generate(self, model: Any, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> torch.Tensor:
-        batch = model_inputs(model, requests, self.ids.pad, self.ids.image, share_images=False)
+    def _generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> torch.Tensor:
+        batch = model_inputs(self.model, requests, self.ids.pad, self.ids.image, share_images=False)
         config, processors = self.generation_config(sampling), []
         seeds = [request.seed for request in requests]
         if not sampling.greedy and all(seed is not None for seed in seeds):
             # Per-request noise streams: greedy decoding over Gumbel-noised logits is sampling.
             config = self.generation_config(SamplingConfig(greedy=True, max_new_tokens=sampling.max_new_tokens))
             processors = [SeededGumbelSampling(seeds, sampling)]
-        output = model.generate(
+        output = self.model.generate(
             **batch,
             generation_config=config,
             logits_processor=LogitsProcessorList(processors),
@@ -117,9 +113,9 @@ class TransformersRolloutEngine:
             )
         return generated
 
-    def _continue(self, model: Any, requests, matches, sampling: SamplingConfig) -> torch.Tensor:
+    def _continue(self, requests, matches, sampling: SamplingConfig) -> torch.Tensor:
         generated, self._cached, prefilled = continue_from_cache(
-            model, self._cached, requests, matches, sampling, self.ids
+            self.model, self._cached, requests, matches, sampling, self.ids
         )
         self.prefill_tokens += prefilled
         self.reused_tokens += sum(common for _, common, _ in matches)
