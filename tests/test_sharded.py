@@ -9,7 +9,6 @@ them on a GPU.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from train_runs import environment, scripted_run, train_command
+from train_runs import scripted_run
 from visionthink.models import ModelConfig, load_policy
 from visionthink.models.loading import checkpoint_state
 
@@ -104,17 +103,3 @@ def test_two_sharded_processes_match_one_process_then_resume_and_export(tmp_path
     assert (runs / strategy / "checkpoints" / "step_000002.ckpt").is_dir()
     resumed = policy_weights(runs / strategy / "checkpoints" / "last.ckpt")
     assert any(not torch.equal(resumed[k], v) for k, v in trained.items())
-
-
-@pytest.mark.slow
-def test_fsdp_on_one_rank_trains_and_validates_with_transformers_rollouts(tmp_path):
-    """On one rank transformers rollouts are allowed (over several they are refused), and the
-    sharded forward (whole sequences, images encoded inside it) trains and validates."""
-    overrides = [*ON_CPU["fsdp"], "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true",
-                 "trainer.max_steps=2", "trainer.val_check_interval=2", "rollout=hf"]  # fmt: skip
-    env = dict(environment(tmp_path), PYTHONPATH=str(ROOT / "tests"))
-    result = subprocess.run(train_command(tmp_path, "fsdp1", *overrides), env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "outputs" / "runs" / "fsdp1" / "final_metrics.json").read_text())
-    assert metrics["train/response_tokens"] > 0 and "val/accuracy" in metrics
-    assert (tmp_path / "outputs" / "runs" / "fsdp1" / "model" / "model.safetensors").exists()

@@ -121,18 +121,18 @@ def check_master_weights(cfg: DictConfig) -> None:
 
 
 def check_sharded_rollouts(cfg: DictConfig) -> None:
-    """Refuse transformers rollouts on a model sharded over several ranks (FSDP, ZeRO-3): every
+    """Refuse transformers rollouts on a sharded policy: over several ranks (FSDP, ZeRO-3) every
     decoded token is a forward pass that gathers weights from all ranks, and ranks decode different
-    numbers of tokens and turns, so they would wait for each other forever."""
+    numbers of tokens and turns, so they would wait for each other forever; and FSDP's wrapper is
+    only entered through its forward, which generation bypasses."""
     strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
     if strategy is None or OmegaConf.select(cfg, "rollout.backend", default=None) != "transformers":
         return
     target = str(strategy.get("_target_", ""))
-    sharded = "FSDP" in target or ("DeepSpeed" in target and strategy.get("stage") == 3)
     devices = cfg.trainer.get("devices", 1)  # "auto" or a list of ids: possibly several
     single = isinstance(devices, int) and devices * int(cfg.trainer.get("num_nodes", 1)) == 1
-    if sharded and not single:
+    if "FSDP" in target or ("DeepSpeed" in target and strategy.get("stage") == 3 and not single):
         raise InputError(
-            f"rollout.backend=transformers cannot generate with a policy sharded over several ranks ({target})",
+            f"rollout.backend=transformers cannot generate with a sharded policy ({target})",
             "Use rollout=vllm (the vLLM engine holds its own copy of the weights), or trainer=ddp / deepspeed_zero2",
         )

@@ -90,8 +90,6 @@ class VisionThinkGRPO(L.LightningModule):
         self.policy: Any = None
         # The frozen reference model (grpo.beta > 0), kept out of the module tree (setup)
         self.reference: Any = None
-        self.checkpoint_path: str | None = None
-        self.driver: EpisodeDriver | None = None
         self.skipped_samples = 0
         self._buffer: list[ScoredGroup] = []
         self._generation_batches = 0
@@ -109,10 +107,10 @@ class VisionThinkGRPO(L.LightningModule):
         if self.policy is not None:
             return
         # Loaded here, not in configure_model: under ZeRO-3 that runs inside deepspeed.zero.Init,
-        # whose partitioned parameters a checkpoint cannot be loaded into; DeepSpeed partitions the
-        # whole policy when it starts.
+        # which partitions every module built in it (a checkpoint cannot be loaded into those
+        # parameters, nor can vLLM build its model there); DeepSpeed partitions the whole policy
+        # when it starts.
         path, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
-        self.checkpoint_path = path
         freeze_vision_tower(policy.train(), self.vision_lr_scale)
         log.info("%s", parameter_summary(policy, self.vision_lr_scale, self.grpo.beta > 0))
         self.policy = policy
@@ -124,25 +122,12 @@ class VisionThinkGRPO(L.LightningModule):
             # checkpoint), DeepSpeed neither partitions nor casts it, and Lightning does not move
             # it (on_fit_start does).
             object.__setattr__(self, "reference", reference)
-
-    def configure_model(self) -> None:
-        if self.driver is not None:
-            return
-        # Under FSDP (Lightning's wrapping context) the policy and the reference are each their own
-        # FSDP root: Lightning's own wrapping of the whole LightningModule breaks a backward inside
-        # training_step, as manual optimisation does (Lightning-AI/pytorch-lightning#19626).
-        # Elsewhere wrap() is the identity.
-        self.policy = wrap(self.policy)
-        if self.reference is not None:
-            object.__setattr__(self, "reference", wrap(self.reference))
         tokenizer = self.processor.tokenizer
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
-        backend = self.backend_factory(
-            self.rollout_config, self.policy, tokenizer, self.checkpoint_path, self.resolution, self.seed
-        )
+        backend = self.backend_factory(self.rollout_config, policy, tokenizer, path, self.resolution, self.seed)
         self.engine, self.weight_sync = backend.engine, backend.weight_sync
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
-        ids = family_of(self.policy).special_token_ids(tokenizer)
+        ids = family_of(policy).special_token_ids(tokenizer)
         self.update = GRPOUpdate(
             self.grpo,
             self.rollout_config.group_size,
@@ -152,6 +137,18 @@ class VisionThinkGRPO(L.LightningModule):
             # Lightning's backward and clipping know the precision plugin and the strategy
             Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients, start_pass=self._start_pass),
         )
+
+    def configure_model(self) -> None:
+        # Under FSDP (Lightning's wrapping context) the policy and the reference are each their own
+        # FSDP root: Lightning's own wrapping of the whole LightningModule breaks a backward inside
+        # training_step, as manual optimisation does (Lightning-AI/pytorch-lightning#19626).
+        # Elsewhere wrap() is the identity. Rollouts under FSDP come from vLLM, which is handed the
+        # wrapped policy's full weights at every push.
+        if isinstance(self.policy, FullyShardedDataParallel):
+            return
+        self.policy = wrap(self.policy)
+        if self.reference is not None:
+            object.__setattr__(self, "reference", wrap(self.reference))
 
     def _start_pass(self, last_of_step: bool) -> None:
         strategy = self.trainer.strategy
