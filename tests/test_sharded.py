@@ -1,5 +1,6 @@
 """Sharded training (FSDP, DeepSpeed ZeRO-2 and ZeRO-3) in two CPU processes against one process:
-the update, the sharded checkpoint, resuming from it, and the Hugging Face export.
+the update, the sharded checkpoint, resuming from it, the Hugging Face export, and fp32 master
+weights under bf16-mixed.
 
 The strategies run on CPU through tests/cpu_strategies.py (Lightning's strategies, past their
 GPU-only checks); rollouts come from a script (tests/scripted_train.py), because rollouts under a
