@@ -159,6 +159,14 @@ def scripted(tokenizer):
     return lambda script: ScriptedEngine(tokenizer, script)
 
 
+def changed_weights(trained: dict, initial: dict) -> tuple[int, int]:
+    """(changed, total) weights of a trained policy against its initial state, embeddings left
+    out: rows of tokens that occur in no sequence get no gradient."""
+    learning = {k: v for k, v in initial.items() if not k.endswith("embed_tokens.weight")}
+    changed = sum(int((trained[k] != v).sum()) for k, v in learning.items())
+    return changed, sum(v.numel() for v in learning.values())
+
+
 def compose_train(overrides: list[str], output_dir: Path | None = None, config_name: str = "train"):
     """The config as `python src/<config_name>.py <overrides>` would compose it."""
     from hydra import compose, initialize_config_dir

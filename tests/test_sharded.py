@@ -17,10 +17,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, changed_weights
 from train_runs import scripted_run
 from visionthink.models import ModelConfig, load_policy
-from visionthink.models.loading import checkpoint_state
+from visionthink.models.loading import checkpoint_policy
 
 COMMON = [
     # Two backward passes per optimizer step (4 rollouts per group, 2 per micro-batch)
@@ -43,7 +43,7 @@ def one_process(tmp_path_factory):
     """The same step in one process: (its final metrics, its trained policy, the initial policy)."""
     workdir = tmp_path_factory.mktemp("one")
     metrics = scripted_run(workdir, "one", *COMMON)
-    trained = policy_weights(workdir / "outputs" / "runs" / "one" / "checkpoints" / "last.ckpt")
+    trained = checkpoint_policy(workdir / "outputs" / "runs" / "one" / "checkpoints" / "last.ckpt")
     return metrics, trained, load_policy(ModelConfig()).state_dict()
 
 
@@ -58,10 +58,6 @@ def test_fsdp_units_are_the_transformer_blocks_of_any_family(family_model):
         "VLDecoderLayer",
         "VLVisionBlock",
     }
-
-
-def policy_weights(checkpoint) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("policy."): v for k, v in checkpoint_state(checkpoint).items() if k.startswith("policy.")}
 
 
 @pytest.mark.slow
@@ -81,7 +77,7 @@ def test_two_sharded_processes_match_one_process_then_resume_and_export(tmp_path
     runs = tmp_path / "outputs" / "runs"
     checkpoint = runs / strategy / "checkpoints" / "last.ckpt"
     assert checkpoint.is_dir(), "the sharded strategies write checkpoint directories"
-    trained = policy_weights(checkpoint)
+    trained = checkpoint_policy(checkpoint)
     assert trained.keys() == initial.keys()  # the whole policy, and no reference model
     moved = 0
     for key, value in one_weights.items():
@@ -102,7 +98,7 @@ def test_two_sharded_processes_match_one_process_then_resume_and_export(tmp_path
     # Resuming from the checkpoint directory (model, optimizer and loop state) trains the next step.
     scripted_run(tmp_path, strategy, *sharded_run, "ckpt_path=last", "trainer.max_steps=2")
     assert (runs / strategy / "checkpoints" / "step_000002.ckpt").is_dir()
-    resumed = policy_weights(runs / strategy / "checkpoints" / "last.ckpt")
+    resumed = checkpoint_policy(runs / strategy / "checkpoints" / "last.ckpt")
     assert any(not torch.equal(resumed[k], v) for k, v in trained.items())
 
 
@@ -115,12 +111,7 @@ def test_a_bf16_mixed_step_at_the_papers_learning_rate_moves_essentially_every_w
         tmp_path, strategy, *ON_CPU[strategy], "trainer.accelerator=cpu", "trainer.devices=2",
         "trainer.precision=bf16-mixed", "optim.optimizer.lr=1e-6", "optim.vision_lr_scale=1.0", "grpo.entropy_coef=0.01",
     )  # fmt: skip
-    trained = policy_weights(tmp_path / "outputs" / "runs" / strategy / "checkpoints" / "last.ckpt")
+    trained = checkpoint_policy(tmp_path / "outputs" / "runs" / strategy / "checkpoints" / "last.ckpt")
     assert {value.dtype for value in trained.values()} == {torch.float32}
-    # Embedding rows of tokens in no sequence get no gradient; they are left out.
-    initial = {
-        k: v for k, v in load_policy(ModelConfig()).state_dict().items() if not k.endswith("embed_tokens.weight")
-    }
-    changed = sum(int((trained[k] != v).sum()) for k, v in initial.items())
-    total = sum(v.numel() for v in initial.values())
+    changed, total = changed_weights(trained, load_policy(ModelConfig()).state_dict())
     assert changed / total > 0.95, f"{changed} of {total} weights changed"

@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT
 from train_runs import scripted_run
 from visionthink.models import ModelConfig, load_policy
-from visionthink.models.loading import checkpoint_state
+from visionthink.models.loading import checkpoint_policy
 
 pytestmark = pytest.mark.gpu
 
@@ -33,7 +33,7 @@ def test_a_sharded_strategy_trains_checkpoints_exports_and_resumes(tmp_path, tra
     runs = tmp_path / "outputs" / "runs"
     checkpoint = runs / trainer / "checkpoints" / "last.ckpt"
     assert checkpoint.is_dir(), f"{trainer} writes a checkpoint directory"
-    state = {k.removeprefix("policy."): v for k, v in checkpoint_state(checkpoint).items() if k.startswith("policy.")}
+    state = checkpoint_policy(checkpoint)
     initial = load_policy(ModelConfig()).state_dict()
     assert state.keys() == initial.keys()  # the policy, whole, and no reference model
     assert sum(not torch.equal(state[k].float(), v) for k, v in initial.items()) > len(initial) // 2

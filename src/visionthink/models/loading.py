@@ -119,14 +119,18 @@ def load_trained_policy(config: ModelConfig, checkpoint: str | None, processor_s
         )
     path, policy, processor = load_policy_and_processor(config, processor_size)
     if checkpoint is not None:
-        state = checkpoint_state(Path(checkpoint))
-        weights = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
+        weights = checkpoint_policy(Path(checkpoint))
         if not weights:
             raise InputError(
                 f"checkpoint {checkpoint} holds no policy weights", "Pass a checkpoint written by src/train.py"
             )
         policy.load_state_dict(weights)
     return path, policy.eval(), processor
+
+
+def checkpoint_policy(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The policy's weights in a training checkpoint, in Hugging Face naming."""
+    return {k.removeprefix("policy."): v for k, v in checkpoint_state(checkpoint).items() if k.startswith("policy.")}
 
 
 def checkpoint_state(checkpoint: Path) -> dict[str, torch.Tensor]:
