@@ -17,7 +17,7 @@ os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
+from visionthink.cli import end_stopped_run, exit_on_input_error, one_console  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from visionthink.config_checks import check_master_weights, check_ranges, check_sharded_rollouts
-    from visionthink.errors import TrialInterrupted
+    from visionthink.training.checkpointing import RunStopped
     from visionthink.training.run import train
 
     check_ranges(cfg)
@@ -35,10 +35,8 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     one_console()
     try:
         metrics = train(cfg)
-    except SIGTERMException as stop:  # Lightning's SystemExit would end a SLURM job without a result
-        raise TrialInterrupted(
-            f"stopped by SIGTERM (scancel, preemption or a kill); resume it with run_name={Path(cfg.paths.output_dir).name} ckpt_path=last"
-        ) from stop
+    except (RunStopped, SIGTERMException) as stop:
+        end_stopped_run(stop, Path(cfg.paths.output_dir).name)
     wanted = list(cfg.get("optimized_metrics") or [])
     missing = [name for name in wanted if name not in metrics]
     if missing:

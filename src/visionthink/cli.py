@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionthink.errors import InputError
+from visionthink.errors import InputError, TrialInterrupted
 
 
 def exit_on_input_error(main: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,9 +41,15 @@ def remove_unused_run_dir() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class _DropTips(logging.Filter):
+class _DropNoise(logging.Filter):
+    """Lines that say nothing to act on: Lightning's advertising tips, MLflow creating the
+    experiment on a first run, DeepSpeed's accelerator guess on a CPU machine."""
+
+    NOISE = ("💡 Tip", "not found. Creating it.", "Setting accelerator to CPU")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "💡 Tip" not in record.getMessage()
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
 
 
 def one_console() -> None:
@@ -56,5 +62,33 @@ def one_console() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # "Received SIGTERM", "Bypassing SIGTERM": the run says in one line what it did about it
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropTips())
+        handler.addFilter(_DropNoise())
+    # DeepSpeed's logger prints through its own handler
+    logging.getLogger("DeepSpeed").addFilter(_DropNoise())
+
+
+def end_stopped_run(stop: BaseException, run_name: str) -> None:
+    """End a training run that a signal stopped (after its checkpoint was saved) with one line.
+    A trial of a local sweep is re-queued by the sweeper on its next run (``TrialInterrupted``);
+    a SLURM job exits without a result, so that submitit's launcher sees it cancelled, or waits
+    for it when the job was requeued (it resumes from the run folder)."""
+    import signal
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from visionthink.training.checkpointing import RunStopped, slurm_job_id
+
+    message = str(stop) if isinstance(stop, RunStopped) else "stopped by SIGTERM"
+    if isinstance(stop, RunStopped) and stop.requeued:
+        message += f"; SLURM job {slurm_job_id()} is requeued and resumes from it"
+    else:
+        message += f"; resume with: python src/train.py run_name={run_name} ckpt_path=last"
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    if multirun and slurm_job_id() is None:
+        raise TrialInterrupted(message) from stop
+    print(message, file=sys.stderr)
+    name = stop.signal_name if isinstance(stop, RunStopped) else "SIGTERM"
+    sys.exit(128 + getattr(signal, name, signal.SIGTERM))

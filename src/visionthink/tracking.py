@@ -6,6 +6,8 @@ import base64
 import io
 import os
 import random
+import socket
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +15,8 @@ from typing import Any
 
 import mlflow
 from filelock import FileLock
+
+from visionthink.errors import InputError
 
 # MLflow 3 opens experiments without this tag in its GenAI view (traces, "evaluation runs");
 # ours are model training experiments.
@@ -34,6 +38,29 @@ def experiment_for(client: mlflow.MlflowClient, settings: Any) -> str:
     )
     mark_model_training(client, experiment_id)
     return experiment_id
+
+
+def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """A remote tracking server must accept connections before a run starts: MLflow's client
+    would retry for minutes after the model has loaded, then fail with a long traceback."""
+    parsed = urllib.parse.urlparse(tracking_uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise InputError(
+            f"the MLflow tracking server at {tracking_uri} does not answer ({error.strerror or error})",
+            "Start it, or fix MLFLOW_TRACKING_URI / logger.mlflow.tracking_uri (unset, runs log to outputs/mlflow.db)",
+        ) from None
+
+
+def check_tracking_servers(cfg: Any) -> None:
+    """``check_tracking_server`` for every logger of a training config that has a tracking URI."""
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if logger_cfg is not None and logger_cfg.get("tracking_uri"):
+            check_tracking_server(str(logger_cfg.tracking_uri))
 
 
 @contextmanager
@@ -70,6 +97,7 @@ def mlflow_run(
     ``settings`` has ``tracking_uri``, ``experiment_name`` and ``artifact_location``. The run ends
     FINISHED, or FAILED when the body raises.
     """
+    check_tracking_server(settings.tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     run = client.create_run(experiment_for(client, settings), run_name=run_name, tags=tags or {})
     try:

@@ -16,6 +16,7 @@ from torch.utils.data import Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from visionthink.data.batching import BadSamplePolicy, CollateSamples
+from visionthink.data.images import DEFAULT_MAX_PIXELS
 from visionthink.data.readers import ColumnMapping, SampleDataset
 from visionthink.data.sampler import GlobalBatchSampler
 from visionthink.data.synthetic import SyntheticConfig, write_synthetic
@@ -47,6 +48,7 @@ class VisionThinkDataModule(L.LightningDataModule):
         on_bad_sample: BadSamplePolicy = "skip",
         resolution: ResolutionPolicy | None = None,
         synthetic: SyntheticConfig | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         super().__init__()
         self.train_source, self.val_source = train, val
@@ -54,6 +56,7 @@ class VisionThinkDataModule(L.LightningDataModule):
         self.num_workers = spare_cpus() if num_workers is None else num_workers
         self.seed = seed
         self.collate = CollateSamples(on_bad_sample)
+        self.max_image_pixels = max_image_pixels
         self.resolution = resolution or ResolutionPolicy()
         # When set, the synthetic set is written on first use under the train path's parent.
         self.synthetic = synthetic
@@ -65,7 +68,9 @@ class VisionThinkDataModule(L.LightningDataModule):
             write_synthetic(Path(self.train_source.path).parent, self.synthetic)
 
     def _dataset(self, source: DataSource) -> SampleDataset:
-        return SampleDataset(source.path, source.columns, source.limit, validate=self.resolution.check)
+        return SampleDataset(
+            source.path, source.columns, source.limit, self.resolution.check, max_image_pixels=self.max_image_pixels
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visionthink.errors import InputError
 
 
 class ImageLoadError(InputError):
     """The image could not be read."""
+
+
+# Far above any training image (VisionThink's data is at most 2048x2048), below what would
+# exhaust a loader's memory: a 12000x12000 PNG decodes to 430 MB and peaks near 3 GB
+DEFAULT_MAX_PIXELS = 8192 * 8192
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -34,8 +40,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(value: Any, base_dir: Path | None = None) -> Image.Image:
-    """Decode a PIL image, encoded bytes, a ``{"bytes", "path"}`` dict (HF datasets) or a path."""
+def load_image(value: Any, base_dir: Path | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a PIL image, encoded bytes, a ``{"bytes", "path"}`` dict (HF datasets) or a path,
+    turned upright by its EXIF orientation (as viewers show a phone photo). An image of more than
+    ``max_pixels`` is refused from its header, before it is decoded."""
     if isinstance(value, (list, tuple)):
         if len(value) != 1:
             raise ImageLoadError(
@@ -45,11 +53,18 @@ def load_image(value: Any, base_dir: Path | None = None) -> Image.Image:
         value = value[0]
     if isinstance(value, Image.Image):
         image = value
+        _check_pixels(image, max_pixels)
     else:
         data, path = _bytes_or_path(value, base_dir)
         try:
-            image = Image.open(io.BytesIO(data) if data is not None else path)
+            with warnings.catch_warnings():
+                # Our own limit below decides, with a message that names the sample
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data) if data is not None else path)
+            _check_pixels(image, max_pixels)
             image.load()
+        except ImageLoadError:
+            raise
         except FileNotFoundError:
             raise ImageLoadError(f"image file {path} does not exist", "Fix the path in the data") from None
         except Image.DecompressionBombError as error:
@@ -59,7 +74,16 @@ def load_image(value: Any, base_dir: Path | None = None) -> Image.Image:
             raise ImageLoadError(
                 f"{where} is not a readable image ({error})", "Re-export the image or drop the sample"
             ) from None
-    return to_rgb(image)
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def _check_pixels(image: Image.Image, max_pixels: int | None) -> None:
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageLoadError(
+            f"image is {width}x{height} px ({width * height / 1e6:.0f} MP), above the limit of {max_pixels / 1e6:.0f} MP",
+            "Downscale it, or raise data.max_image_pixels",
+        )
 
 
 def _bytes_or_path(value: Any, base_dir: Path | None) -> tuple[bytes | None, Path | None]:

@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 from torch.utils.data import Dataset
 
-from visionthink.data.images import ImageLoadError, load_image
+from visionthink.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from visionthink.data.sample import Sample, SampleError
 from visionthink.errors import InputError
 
@@ -106,8 +106,10 @@ class SampleDataset(Dataset):
         columns: ColumnMapping | None = None,
         limit: int | None = None,
         validate: Callable[[Any], None] | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         self.path = Path(path).expanduser()
+        self.max_image_pixels = max_image_pixels
         self.source = self.path.name
         self.base_dir = self.path if self.path.is_dir() else self.path.parent
         self.validate = validate
@@ -146,7 +148,7 @@ class SampleDataset(Dataset):
         sample_id = self.sample_id(index, row)
         location = f"row {index + 1} of {self.path}"
         try:
-            image = load_image(row[self.columns["image"]], self.base_dir)
+            image = load_image(row[self.columns["image"]], self.base_dir, self.max_image_pixels)
         except ImageLoadError as error:
             raise SampleError.wrap(sample_id, error, location) from None
         question = row[self.columns["question"]]

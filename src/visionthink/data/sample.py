@@ -25,6 +25,14 @@ class SampleError(InputError):
     def wrap(cls, sample_id: str, error: InputError, location: str | None = None) -> SampleError:
         return cls(sample_id, error.problem, error.fix, location)
 
+    @classmethod
+    def unprocessable(cls, sample_id: str, error: Exception) -> SampleError:
+        """A sample the processor or the prompt could not turn into model inputs."""
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return cls(
+            sample_id, f"it could not be processed ({type(error).__name__}: {first_line[:200]})", "Fix or drop it"
+        )
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -4,10 +4,15 @@ the continuations (tool response, error turn) the environment appends later.
 Token ids are produced once per segment and concatenated by the rollout; nothing is ever
 decoded and re-tokenised. Each image is run through the processor once; its
 ``pixel_values`` rows and ``image_grid_thw`` travel with the trajectory.
+
+Text that comes from data or from the model (questions, tool errors) is literal text: a question
+holding ``<|im_end|>`` or ``<|image_pad|>`` reaches the model as those characters, never as the
+control tokens, which would forge a turn or an image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -19,6 +24,9 @@ from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy, View
 
 Mode = Literal["adaptive", "full", "low"]
+# Marks where literal text goes in a rendered chat template (a private-use character, which no
+# template writes; dropped from the literal text itself)
+LITERAL_MARK = "\ue000"
 
 
 @dataclass(frozen=True)
@@ -73,11 +81,10 @@ class EpisodeBuilder:
         views = self.resolution.views(sample.image)
         first = views.high if mode == "full" else views.low
         text = self.processor.apply_chat_template(
-            self.prompt.first_turn(sample.question), add_generation_prompt=True, tokenize=False
+            self.prompt.first_turn(LITERAL_MARK), add_generation_prompt=True, tokenize=False
         )
-        return Episode(
-            sample=sample, mode=mode, prompt=self.encode(text, [first.image]), first_view=first, high_view=views.high
-        )
+        prompt = self.encode(text, [first.image], literals=[self.prompt.question_text(sample.question)])
+        return Episode(sample=sample, mode=mode, prompt=prompt, first_view=first, high_view=views.high)
 
     def tool_response(self, episode: Episode) -> Segment:
         """The user turn carrying the high-resolution image, built once per episode."""
@@ -88,9 +95,36 @@ class EpisodeBuilder:
         return episode.encoded_tool_response
 
     def error_turn(self, error: str) -> Segment:
-        return self.encode(continuation_text(self.processor, self.prompt.error_message(error), self._eos), [])
+        text = continuation_text(self.processor, self.prompt.error_message(LITERAL_MARK), self._eos)
+        return self.encode(text, [], literals=[error])
 
-    def encode(self, text: str, images: list[Image.Image]) -> Segment:
+    def encode(self, text: str, images: list[Image.Image], literals: Sequence[str] = ()) -> Segment:
+        """Token ids and encoded images of ``text``, whose ``LITERAL_MARK``s are replaced by
+        ``literals`` in order, as plain text."""
+        pieces = text.split(LITERAL_MARK)
+        if len(pieces) != len(literals) + 1:
+            raise ValueError(f"{len(pieces) - 1} literal marks in the template text for {len(literals)} literals")
+        literals = [literal.replace(LITERAL_MARK, "") for literal in literals]
+        tokenizer = self.processor.tokenizer
+        literal_ids = [tokenizer(t, add_special_tokens=False, split_special_tokens=True)["input_ids"] for t in literals]
+        if all(
+            ids == tokenizer(t, add_special_tokens=False)["input_ids"]
+            for t, ids in zip(literals, literal_ids, strict=True)
+        ):
+            # No control token in them: one pass over the whole text, as the template renders it
+            whole = pieces[0] + "".join(t + piece for t, piece in zip(literals, pieces[1:], strict=True))
+            return self._encode_template(whole, images)
+        # Each template piece is encoded with its own images, each literal as plain text between them
+        token_ids, encoded, remaining = [], [], list(images)
+        for index, piece in enumerate(pieces):
+            count = piece.count(self.processor.image_token)
+            segment = self._encode_template(piece, remaining[:count])
+            remaining = remaining[count:]
+            token_ids += segment.token_ids + (literal_ids[index] if index < len(literals) else [])
+            encoded += segment.images
+        return Segment(token_ids=token_ids, images=encoded)
+
+    def _encode_template(self, text: str, images: list[Image.Image]) -> Segment:
         if not images:
             ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
             return Segment(token_ids=list(ids), images=[])

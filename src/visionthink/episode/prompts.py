@@ -67,10 +67,14 @@ class PromptSpec:
     def system_text(self) -> str:
         return self.system.replace("{tools}", "\n".join(tool.declaration() for tool in self.tools))
 
+    @staticmethod
+    def question_text(question: str) -> str:
+        """The question as the prompt shows it: its own ``<image>`` markers dropped."""
+        return question.replace(IMAGE_PLACEHOLDER, "").strip()
+
     def first_turn(self, question: str) -> list[dict[str, Any]]:
-        """System and user messages of turn 1; the question's own ``<image>`` markers are dropped."""
-        question = question.replace(IMAGE_PLACEHOLDER, "").strip()
-        user = self.user.replace("{question}", question)
+        """System and user messages of turn 1."""
+        user = self.user.replace("{question}", self.question_text(question))
         return [
             {"role": "system", "content": self.system_text()},
             {"role": "user", "content": content_parts(user)},

@@ -58,7 +58,8 @@ class TransformersRolloutEngine:
             return_dict_in_generate=True,
         )
         if sampling.greedy:
-            return GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=0, **common)
+            # Greedy decoding ignores top_k; its default value draws no "not valid" warning
+            return GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=50, **common)
         return GenerationConfig(
             do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k, **common
         )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 
 from visionthink.tracking import log_rollout_traces
+
+log = logging.getLogger(__name__)
 
 
 def mlflow_logger(trainer: L.Trainer) -> MLFlowLogger | None:
@@ -55,6 +60,45 @@ class StepProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"{'Training':{len(self.validation_description)}}"
+
+
+class ProgressLog(L.Callback):
+    """One log line every N optimizer steps and one per validation when the console is not a
+    terminal (a SLURM job's log file, ``> run.log``), where the progress bar shows nothing until
+    the end."""
+
+    TRAIN = {
+        "reward": "train/reward", "acc": "train/accuracy", "resize_fine": "train/resize_ratio/needs_high_res",
+        "resize_coarse": "train/resize_ratio/low_res_enough", "vis_tokens": "train/visual_tokens",
+        "s/step": "system/perf/step_seconds", "judge_invalid": "judge/invalid_rate",
+    }  # fmt: skip
+    VAL = {
+        "acc": "val/accuracy", "resize": "val/resize_ratio", "resize_fine": "val/resize_ratio/needs_high_res",
+        "resize_coarse": "val/resize_ratio/low_res_enough", "vis_tokens": "val/visual_tokens",
+    }  # fmt: skip
+
+    def __init__(self, every_n_steps: int = 10, when: str = "no_terminal"):
+        if when not in ("no_terminal", "always", "never"):
+            raise ValueError(f"callbacks.progress_log.when must be no_terminal, always or never, got {when!r}")
+        self.every_n_steps = every_n_steps
+        self.enabled = when == "always" or (when == "no_terminal" and not sys.stdout.isatty())
+        self._last_step = -1
+
+    @staticmethod
+    def _line(trainer: L.Trainer, fields: dict[str, str]) -> str:
+        metrics = trainer.callback_metrics
+        return "  ".join(f"{label} {float(metrics[key]):.4g}" for label, key in fields.items() if key in metrics)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not self.enabled or not trainer.is_global_zero or step == self._last_step or step % self.every_n_steps:
+            return
+        self._last_step = step
+        log.info("step %d/%d  %s", step, trainer.max_steps, self._line(trainer, self.TRAIN))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if self.enabled and trainer.is_global_zero and not trainer.sanity_checking:
+            log.info("validation at step %d  %s", trainer.global_step, self._line(trainer, self.VAL))
 
 
 class AccuracyTokensPlot(L.Callback):

@@ -91,6 +91,8 @@ class VisionThinkGRPO(L.LightningModule):
         # The frozen reference model (grpo.beta > 0), kept out of the module tree (setup)
         self.reference: Any = None
         self.skipped_samples = 0
+        # Whether every verdict of the latest step failed (Judge.check_step)
+        self._judge_failed = False
         self._buffer: list[ScoredGroup] = []
         self._generation_batches = 0
         self._val_records: list[tuple[Trajectory, RolloutScore]] = []
@@ -191,6 +193,8 @@ class VisionThinkGRPO(L.LightningModule):
                 episodes.append(self.builder.build(sample, mode))
             except InputError as error:
                 self._skip(SampleError.wrap(sample.sample_id, error))
+            except Exception as error:  # the processor refused it: one sample, not the run
+                self._skip(SampleError.unprocessable(sample.sample_id, error))
         for error in batch.skipped:
             self._skip(error)
         return episodes
@@ -239,7 +243,10 @@ class VisionThinkGRPO(L.LightningModule):
         groups, filter_metrics = self._groups(trajectories, scores)
         rollouts = {**rollout_metrics(trajectories, scores), **filter_metrics}
         metrics.update({f"train/{name}": value for name, value in rollouts.items()})
-        metrics.update(self.judge.take_stats().as_metrics())
+        judged = self.judge.take_stats()
+        metrics.update(judged.as_metrics())
+        # Every rank agrees, so that all stop together (on_train_batch_end, once the step is logged)
+        self._judge_failed = all_ranks(self.judge.all_invalid(judged))
 
         self._buffer += groups
         self._generation_batches += 1
@@ -261,6 +268,9 @@ class VisionThinkGRPO(L.LightningModule):
         # A value a step lacks (no label question in it, data without use_tool) keeps the bar's last one.
         shown = {k: metrics[v] for k, v in progress.items() if v in metrics}
         self.log_dict(shown, prog_bar=True, logger=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: SampleBatch, batch_idx: int) -> None:
+        self.judge.check_step(self._judge_failed)
 
     def publish(self, metrics: dict[str, float], weight: float = 1.0) -> None:
         """Send metrics to the loggers now, at step = optimizer updates done.

@@ -14,12 +14,21 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from visionthink.rollout.factory import build_backend, check_backend
 from visionthink.sweep.tracking import slurm_tags, trial_tags
-from visionthink.tracking import end_abandoned_run, mark_model_training, store_creation_lock
+from visionthink.tracking import check_tracking_servers, end_abandoned_run, mark_model_training, store_creation_lock
+from visionthink.training.checkpointing import RunStopped
 from visionthink.training.module import VisionThinkGRPO
+from visionthink.training.resume import (
+    SAVED_CONFIG,
+    Change,
+    check_resume_settings,
+    resolve_checkpoint,
+    save_resumed_config,
+)
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
@@ -36,6 +45,8 @@ for message in (
     "does not have many workers which may be a bottleneck",
     # Lightning's hint on machines with SLURM installed, for runs not started by srun (submitit's jobs are).
     "The `srun` command is available on your system but is not used",
+    # A resumed run writes into its own checkpoint folder
+    "exists and is not empty",
 ):
     warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
 
@@ -62,20 +73,6 @@ def build_module(
     )
 
 
-def resolve_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path=last`` means this run folder's last.ckpt; a missing file is an error, not a fresh start."""
-    if cfg.ckpt_path is None:
-        return None
-    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
-    if not path.exists():
-        runs = Path(cfg.paths.outputs_dir) / "runs"
-        raise FileNotFoundError(
-            f"no checkpoint at {path}. To resume a run, pass its folder name: "
-            f"python src/train.py run_name=<name> ckpt_path=last (runs are in {runs})"
-        )
-    return str(path)
-
-
 def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
     """Loggers from config; a resumed run continues the MLflow run it started."""
     run_id_file = Path(cfg.paths.output_dir) / RUN_ID_FILE
@@ -97,25 +94,43 @@ def build_loggers(cfg: DictConfig, resuming: bool) -> list[Any]:
 
 
 @rank_zero_only
-def log_config(loggers: list[Any], cfg: DictConfig, output_dir: Path, resuming: bool) -> None:
+def log_config(
+    loggers: list[Any], cfg: DictConfig, output_dir: Path, resuming: bool, accepted_changes: list[Change]
+) -> None:
+    """The run's settings in its folder and in MLflow. A resume keeps the saved ones (and MLflow's
+    parameters, which it cannot change); accepted changes go to a file of their own."""
+    if resuming and (output_dir / SAVED_CONFIG).exists():
+        config_file = save_resumed_config(cfg, output_dir) if accepted_changes else None
+    else:
+        config_file = output_dir / SAVED_CONFIG
+        OmegaConf.save(cfg, config_file, resolve=True)
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
             mark_model_training(logger.experiment, logger.experiment_id)
             (output_dir / RUN_ID_FILE).write_text(logger.run_id)
             if not resuming:  # MLflow refuses to change a logged parameter
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-            config_file = output_dir / "config.yaml"
-            OmegaConf.save(cfg, config_file, resolve=True)
-            logger.experiment.log_artifact(logger.run_id, str(config_file))
+            if config_file is not None:
+                logger.experiment.log_artifact(logger.run_id, str(config_file))
+
+
+def end_stopped_run(loggers: list[Any]) -> None:
+    """A run stopped by a signal is KILLED in MLflow (Lightning marked it FAILED): it resumes."""
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
+            logger.experiment.set_terminated(logger.run_id, status="KILLED")
 
 
 def train(cfg: DictConfig, backend_factory: Callable[..., Any] = build_backend) -> dict[str, float]:
     """Fit the configured run; returns the final metrics (train/, val/, perf/). ``backend_factory``
     builds the rollout engine and its weight sync (rollout/factory.py's, unless a test brings one)."""
-    L.seed_everything(cfg.seed, workers=True)
+    check_tracking_servers(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_checkpoint(cfg)
+    # Before any model loads: a resume with other settings is refused
+    accepted_changes = check_resume_settings(cfg, output_dir) if ckpt_path is not None else []
+    L.seed_everything(cfg.seed, workers=True)
     resolution = instantiate(cfg.resolution)
     # Partial instantiation: Hydra would turn a dataclass kwarg back into a config node.
     datamodule = instantiate(cfg.data, _partial_=True)(resolution=resolution)
@@ -123,8 +138,13 @@ def train(cfg: DictConfig, backend_factory: Callable[..., Any] = build_backend) 
     loggers = build_loggers(cfg, resuming=ckpt_path is not None)
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    log_config(loggers, cfg, output_dir, resuming=ckpt_path is not None)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    log_config(loggers, cfg, output_dir, ckpt_path is not None, accepted_changes)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except (RunStopped, SIGTERMException):
+        if trainer.is_global_zero:
+            end_stopped_run(loggers)
+        raise
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if datamodule.val_source is not None and module.last_validated_step != trainer.global_step:
         # The metrics a sweeper optimises must describe the final policy.

@@ -98,10 +98,11 @@ class TeacherEngine:
             else:
                 # Tokenised in three pieces so the answer's tokens can be located (and masked).
                 opening = answer_opening(plan.question) if first_turn else ANSWER_AFTER_TOOL_OPEN
+                # Dataset text (the answer) is literal text, never control tokens
                 ids = [
                     t
                     for piece in (opening, plan.answer, ANSWER_CLOSE)
-                    for t in self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+                    for t in self.tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"]
                 ]
                 ids.append(self.end)
             results.append(GenerationResult(token_ids=ids, stopped=True))

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from visionthink.errors import InputError
 from visionthink.metrics.distributed import Slowest, Summed
 
 
@@ -54,12 +55,37 @@ class JudgeStats:
         }
 
 
-class Judge(ABC):
-    """Decides whether predictions match the ground truth."""
+class JudgeUnavailable(InputError):
+    """Every verdict failed for several steps in a row: the run would learn nothing."""
 
-    def __init__(self) -> None:
+
+class Judge(ABC):
+    """Decides whether predictions match the ground truth. ``max_invalid_steps``: consecutive
+    training steps in which every verdict failed before the run stops (``check_step``)."""
+
+    def __init__(self, max_invalid_steps: int = 3) -> None:
         self.stats = JudgeStats()
         self._stats_lock = threading.Lock()
+        self.max_invalid_steps = max_invalid_steps
+        self.invalid_steps = 0
+
+    def describe(self) -> str:
+        """The judge as a message names it."""
+        return type(self).__name__
+
+    def all_invalid(self, stats: JudgeStats) -> bool:
+        return stats.items > 0 and stats.invalid == stats.items
+
+    def check_step(self, all_invalid: bool) -> None:
+        """Count a step whose verdicts all failed (on every rank); raise ``JudgeUnavailable`` after
+        ``max_invalid_steps`` of them in a row."""
+        self.invalid_steps = self.invalid_steps + 1 if all_invalid else 0
+        if self.invalid_steps >= self.max_invalid_steps:
+            raise JudgeUnavailable(
+                f"{self.describe()} gave no verdict for {self.invalid_steps} steps in a row (judge/invalid_rate 1.0)",
+                "Check the judge (its server, key or model), then resume with ckpt_path=last; "
+                "judge.max_invalid_steps sets the patience",
+            )
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         """One verdict per item, in order; never raises for a single bad item."""

@@ -53,8 +53,9 @@ class LocalJudge(Judge):
         verdict_tokens: list[str] | None = None,
         device: str = "cpu",
         dtype: str = "float32",
+        max_invalid_steps: int = 3,
     ):
-        super().__init__()
+        super().__init__(max_invalid_steps)
         self.prompt, self.batch_size, self.max_new_tokens = prompt, batch_size, max_new_tokens
         self.response_prefix = response_prefix
         self.tokenizer, self.model = _load(Path(path).expanduser(), gguf_file, getattr(torch, dtype))

@@ -26,8 +26,11 @@ from visionthink.reward.judges.base import Judge, JudgeItem, Verdict
 from visionthink.reward.judges.prompts import JudgePrompt
 
 log = logging.getLogger(__name__)
-# httpx logs every request (and retry) at INFO; our own warning per failed item is enough.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+RATE_LIMITED = "rate limited (HTTP 429)"
+# httpx (httpx2 under openai 3.x) logs every request (and retry) at INFO; our own warning per
+# failed item is enough.
+for _client_logger in ("httpx", "httpx2"):
+    logging.getLogger(_client_logger).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ class OpenAIJudge(Judge):
         backoff_max: float = 30.0,
         retry_unparseable: bool = True,
         cache: bool = True,
+        max_invalid_steps: int = 3,
     ):
-        super().__init__()
+        super().__init__(max_invalid_steps)
         self.model, self.prompt = model, prompt
         self.temperature, self.max_tokens = temperature, max_tokens
         self.max_retries, self.backoff_base, self.backoff_max = max_retries, backoff_base, backoff_max
@@ -97,22 +101,34 @@ class OpenAIJudge(Judge):
                 self._cache[key] = verdict
         return verdict
 
-    def probe(self) -> None:
-        """One request before training: an unreachable, unauthorised or verdict-less judge stops
-        the run at start-up instead of invalidating every group for hours."""
-        item = JudgeItem(question="What is 2 + 2?", ground_truth="4", prediction="4")
-        verdict = self._request(self.prompt.render(item), attempts=2)
-        self.take_stats()  # the probe is not part of the run's figures
-        if not verdict.valid:
-            raise InputError(
-                f"the judge at {self.url} (model {self.model}) gave no verdict: {verdict.reason}",
-                f"Start the judge server or fix judge.base_url / judge.model (and the key in ${self.api_key_env}); "
-                "judge=rule needs no server",
-            )
+    def describe(self) -> str:
+        return f"the judge at {self.url} (model {self.model})"
 
-    def _request(self, messages: list[dict[str, str]], attempts: int | None = None) -> Verdict:
+    def probe(self) -> None:
+        """One request before training, with the configured retries: an unreachable, unauthorised,
+        rate-limited or verdict-less judge stops the run at start-up instead of invalidating every
+        group for hours."""
+        item = JudgeItem(question="What is 2 + 2?", ground_truth="4", prediction="4")
+        verdict = self._request(self.prompt.render(item))
+        self.take_stats()  # the probe is not part of the run's figures
+        if verdict.valid:
+            return
+        attempts = f"after {self.max_retries + 1} attempts"
+        if verdict.reason == RATE_LIMITED:
+            raise InputError(
+                f"{self.describe()} is rate-limiting requests (HTTP 429) {attempts}",
+                "Wait for the limit to reset, or raise judge.max_retries / judge.backoff_max and lower "
+                "judge.max_concurrency",
+            )
+        raise InputError(
+            f"{self.describe()} gave no verdict {attempts}: {verdict.reason}",
+            f"Start the judge server or fix judge.base_url / judge.model (and the key in ${self.api_key_env}); "
+            "judge=rule needs no server",
+        )
+
+    def _request(self, messages: list[dict[str, str]]) -> Verdict:
         problem = "no attempt"
-        attempts = self.max_retries + 1 if attempts is None else attempts
+        attempts = self.max_retries + 1
         for attempt in range(attempts):
             if attempt:
                 self.count(retries=1)
@@ -131,7 +147,7 @@ class OpenAIJudge(Judge):
                 if not self.retry_unparseable:
                     break
             except openai.RateLimitError as error:
-                problem = "rate limited (429)"
+                problem = RATE_LIMITED
                 retry_after = _retry_after(error)
             except (openai.APITimeoutError, openai.APIConnectionError) as error:
                 problem = f"{type(error).__name__}: {error}"

@@ -40,8 +40,8 @@ def choice_letter(text: str) -> str | None:
 
 
 class RuleJudge(Judge):
-    def __init__(self, numeric_tolerance: float = 0.0):
-        super().__init__()
+    def __init__(self, numeric_tolerance: float = 0.0, max_invalid_steps: int = 3):
+        super().__init__(max_invalid_steps)
         # Relative tolerance for numeric answers (0 = equal values, "3.0" matches "3").
         self.numeric_tolerance = numeric_tolerance
 
