@@ -7,16 +7,10 @@ Then: python src/train.py model.name_or_path=outputs/pretrain/<run_name>/model
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import hydra
+from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from visionthink.cli import exit_on_input_error, one_console  # noqa: E402
+from visionthink.cli import exit_on_input_error, one_console
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")

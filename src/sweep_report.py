@@ -5,16 +5,10 @@ python src/sweep_report.py study=theta
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import hydra
+from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from visionthink.cli import exit_on_input_error  # noqa: E402
+from visionthink.cli import exit_on_input_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep_report")

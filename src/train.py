@@ -8,16 +8,12 @@ python src/train.py -m hparams_search=theta            # an Optuna sweep over th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from visionthink.cli import end_stopped_run, exit_on_input_error, one_console  # noqa: E402
+from visionthink.cli import end_stopped_run, exit_on_input_error, one_console
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

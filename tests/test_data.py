@@ -175,7 +175,7 @@ def test_synthetic_set_is_deterministic_and_labelled(tmp_path):
     assert a["original_answer"] == b["original_answer"] and a["problem"] == b["problem"]
     assert np.array_equal(np.asarray(a[0]["images"]), np.asarray(b[0]["images"]))
     fine = [row["info"]["use_tool"] for row in a]
-    assert sum(fine) == 20
+    assert sum(fine) == round(40 * config.fine_fraction)
     for row in a:
         assert row["info"]["use_tool"] == ("small label" in row["problem"])
     write_synthetic(tmp_path, config)

@@ -58,7 +58,7 @@ def test_paper_mode_penalises_direct_answers_when_low_res_rarely_succeeds():
 
 def test_paper_mode_uses_both_penalty_sizes_and_no_correct_answer_means_no_penalty():
     high, correct = group((True, True), (False, True), (False, True))
-    assert penalty_control(high, correct, theta=0.2, penalty=0.05, high_res_penalty=0.3) == [0.3, 0.0, 0.0]
+    assert penalty_control(high, correct, theta=0.2, direct_penalty=0.05, high_res_penalty=0.3) == [0.3, 0.0, 0.0]
     assert penalty_control([True, False], [False, False], theta=0.2) == [0.0, 0.0]
     assert penalty_control([True, False], [False, False], theta=0.2, mode="upstream") == [0.0, 0.0]
 

@@ -62,3 +62,24 @@ def test_nothing_to_learn_from_takes_a_step_without_gradients(model, processor):
     policy, metrics = updated(model, processor, [], torch.tensor([]))
     assert metrics == {"train/updated_groups": 0.0, "train/optimizer_steps": 0.0}
     assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), model.parameters(), strict=True))
+
+
+def test_a_reordered_batch_is_refused_never_normalised_across_the_wrong_rollouts(
+    model, processor, builder, samples, scripted
+):
+    import pytest
+
+    from visionthink.reward.judges.base import Verdict
+    from visionthink.reward.scoring import RewardConfig, score_trajectories
+
+    trajectories, rewards = rollouts(builder, samples, scripted)
+    order = [0, 4, 1, 5, 2, 6, 3, 7]  # the two groups interleaved
+    shuffled = [trajectories[i] for i in order]
+    with pytest.raises(ValueError, match=r"not in whole consecutive groups of 4: groups \[0, 1, 0, 1"):
+        updated(model, processor, shuffled, rewards[order])
+    # Rewards group by each trajectory's own group, so their order does not matter there
+    verdicts = [Verdict(i % 2 == 0) for i in range(8)]
+    prompt = builder.prompt
+    scores = score_trajectories(trajectories, verdicts, prompt, RewardConfig())
+    shuffled_scores = score_trajectories(shuffled, [verdicts[i] for i in order], prompt, RewardConfig())
+    assert [shuffled_scores[order.index(i)] for i in range(8)] == scores

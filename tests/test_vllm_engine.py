@@ -119,9 +119,9 @@ def test_mismatch_metrics_and_truncated_importance_weights(builder, samples, tok
 
 def test_importance_weights_scale_the_policy_term():
     logprobs = torch.zeros(1, 2)
-    plain, _ = grpo_loss(logprobs, logprobs, torch.tensor([1.0]), torch.ones(1, 2))
+    plain, _ = grpo_loss(logprobs, logprobs, torch.tensor([1.0]), torch.ones(1, 2), beta=0.0)
     halved, _ = grpo_loss(
-        logprobs, logprobs, torch.tensor([1.0]), torch.ones(1, 2), importance_weights=torch.full((1, 2), 0.5)
+        logprobs, logprobs, torch.tensor([1.0]), torch.ones(1, 2), importance_weights=torch.full((1, 2), 0.5), beta=0.0
     )
     assert halved.item() == pytest.approx(plain.item() / 2)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from visionthink import paths  # noqa: F401 (sets VISIONTHINK_ROOT for the configs)
 from visionthink.errors import InputError, TrialInterrupted
 
 

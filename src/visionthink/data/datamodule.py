@@ -41,7 +41,7 @@ class VisionThinkDataModule(L.LightningDataModule):
         self,
         train: DataSource,
         val: DataSource | None = None,
-        batch_size: int = 2,
+        batch_size: int = 8,
         val_batch_size: int = 8,
         num_workers: int | None = 0,
         seed: int = 0,

@@ -67,12 +67,12 @@ class SyntheticConfig:
 
     size: int = 224
     # Share of questions that need the high-resolution image.
-    fine_fraction: float = 0.5
+    fine_fraction: float = 0.3
     # Label questions to ask: stripes (2 answers) and/or digit (10 answers; a 0.8M-parameter model
     # does not learn to read them within the miniature's budget, see docs/miniature.md)
     fine_kinds: tuple[str, ...] = ("stripes",)
     # Questions answerable at low resolution: colour, shape, count
-    coarse_kinds: tuple[str, ...] = COARSE_KINDS
+    coarse_kinds: tuple[str, ...] = ("colour",)
     splits: dict[str, int] = field(default_factory=lambda: {"train": 512, "val": 64, "test": 128})
     seed: int = 0
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 import torch
 
+from visionthink.grpo.config import GRPOConfig
+
 KLEstimator = Literal["k1", "k2", "k3"]
 Aggregation = Literal["token-mean", "seq-mean-token-mean"]
 
@@ -45,12 +47,13 @@ def grpo_loss(
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
+    *,
     ref_logprobs: torch.Tensor | None = None,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    beta: float = 0.0,
-    kl: KLEstimator = "k3",
-    aggregate: Aggregation = "token-mean",
+    clip_low: float = GRPOConfig.clip_low,
+    clip_high: float = GRPOConfig.clip_high,
+    beta: float = GRPOConfig.beta,
+    kl: KLEstimator = GRPOConfig.kl_estimator,
+    aggregate: Aggregation = GRPOConfig.aggregate,
     importance_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clip objective with group-relative advantages.

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from visionthink.collectives import max_across_ranks, sum_across_ranks, world_size
 from visionthink.grpo.advantages import group_advantages
 from visionthink.grpo.config import GRPOConfig
 from visionthink.grpo.correction import rollout_correction
@@ -30,8 +31,7 @@ from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logpr
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
 from visionthink.metrics.distributed import Summed
 from visionthink.models.sharding import is_sharded
-from visionthink.rollout.trajectory import Trajectory
-from visionthink.training.collectives import max_across_ranks, sum_across_ranks, world_size
+from visionthink.rollout.trajectory import Trajectory, group_blocks
 
 
 def clip_grad_norm(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
@@ -68,8 +68,8 @@ class OptimizerStep:
 
 
 @dataclass(frozen=True)
-class ScoredBatch:
-    """The rollouts of one update and what the loss compares them against."""
+class LossInputs:
+    """The rollouts of one update and what the loss compares them against (advantages and log-probs)."""
 
     trajectories: list[Trajectory]
     advantages: torch.Tensor
@@ -112,12 +112,12 @@ class GRPOUpdate:
         (default: the first trajectory) is what this rank's padding passes run forward on when it
         has fewer micro-batches than another rank."""
         padding = trajectories[0] if trajectories else padding
-        num_groups = len(trajectories) // self.group_size
+        num_groups = len(group_blocks(trajectories, self.group_size))
         steps = self.plan(trajectories, num_groups)
         if not steps:
             self._step(optimizer, scheduler, zero_grad=True)
             return {"train/updated_groups": Summed(0), "train/optimizer_steps": 0.0}
-        batch = self.score(policy, reference, trajectories, rewards, len(steps) > 1, padding)
+        batch = self.loss_inputs(policy, reference, trajectories, rewards, len(steps) > 1, padding)
         totals: dict[str, list[float]] = {}
         for step in steps:
             for name, value in self.optimizer_step(policy, batch, step, optimizer, scheduler, padding).items():
@@ -150,7 +150,7 @@ class GRPOUpdate:
         normalisers = sum_across_ranks(local)
         return [OptimizerStep(r, passes, n) for r, passes, n in zip(rows, counts[1:], normalisers, strict=True)]
 
-    def score(
+    def loss_inputs(
         self,
         policy: torch.nn.Module,
         reference: torch.nn.Module | None,
@@ -158,7 +158,7 @@ class GRPOUpdate:
         rewards: torch.Tensor,
         multiple_steps: bool,
         padding: Trajectory | None = None,
-    ) -> ScoredBatch:
+    ) -> LossInputs:
         advantages = (
             group_advantages(rewards, self.group_size, scale=self.config.scale_advantages) if trajectories else rewards
         )
@@ -176,7 +176,7 @@ class GRPOUpdate:
             weights, mismatch = rollout_correction(trajectories, old, self.config.tis_cap)
         if reference is not None:
             reference_logprobs = self._logprobs(reference, trajectories, padding)
-        return ScoredBatch(trajectories, advantages, old, reference_logprobs, weights, mismatch)
+        return LossInputs(trajectories, advantages, old, reference_logprobs, weights, mismatch)
 
     def _logprobs(
         self, model: torch.nn.Module, trajectories: list[Trajectory], padding: Trajectory | None
@@ -202,7 +202,7 @@ class GRPOUpdate:
     def optimizer_step(
         self,
         policy: torch.nn.Module,
-        batch: ScoredBatch,
+        batch: LossInputs,
         step: OptimizerStep,
         optimizer: Any,
         scheduler: Any,

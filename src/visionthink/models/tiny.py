@@ -44,7 +44,7 @@ CORPUS_FILE = Path(__file__).with_name("tiny_tokenizer_corpus.json")
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Sizes of the tiny model; the defaults keep the test suite fast (~0.6M parameters)."""
+    """Sizes of the tiny model; the defaults keep the test suite fast (~0.8M parameters)."""
 
     text_hidden_size: int = 128
     text_layers: int = 2

@@ -25,17 +25,20 @@ PENALTY_MODES = ("paper", "upstream", "flat", "none")
 def penalty_control(
     used_high_res: Sequence[bool],
     correct: Sequence[bool],
+    *,
     theta: float,
-    penalty: float = 0.1,
+    direct_penalty: float = 0.1,
     mode: str = "paper",
     high_res_penalty: float | None = None,
 ) -> list[float]:
-    """The amount subtracted from each rollout's reward."""
+    """The amount subtracted from each rollout's reward: ``direct_penalty`` for a rollout that
+    answered without the high-resolution image, ``high_res_penalty`` (default: the same) for one
+    that asked for it."""
     if len(used_high_res) != len(correct):
         raise ValueError(f"used_high_res has {len(used_high_res)} entries but correct has {len(correct)}")
     if mode not in PENALTY_MODES:
         raise ValueError(f"penalty mode {mode!r} is not one of {PENALTY_MODES}")
-    high_penalty = penalty if high_res_penalty is None else high_res_penalty
+    high_penalty = direct_penalty if high_res_penalty is None else high_res_penalty
     if mode == "none":
         return [0.0] * len(correct)
     if mode == "flat":
@@ -47,14 +50,14 @@ def penalty_control(
     ratio = correct_direct / (correct_direct + correct_high)
     if mode == "paper":
         if ratio < theta:
-            return [0.0 if high else penalty for high in used_high_res]
+            return [0.0 if high else direct_penalty for high in used_high_res]
         return [high_penalty if high else 0.0 for high in used_high_res]
     penalties = []
     for high, ok in zip(used_high_res, correct, strict=True):
         if ok and high:
             penalties.append(high_penalty)
         elif ok and 0 < ratio < theta:
-            penalties.append(penalty)
+            penalties.append(direct_penalty)
         else:
             penalties.append(0.0)
     return penalties

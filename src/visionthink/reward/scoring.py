@@ -89,7 +89,12 @@ def score_trajectories(
         correct = [bool(v.correct) for v in group_verdicts]
         high = [trajectories[i].used_high_res for i in members]
         penalties = penalty_control(
-            high, correct, config.penalty_theta, config.direct_penalty, config.penalty_mode, config.high_res_penalty
+            high,
+            correct,
+            theta=config.penalty_theta,
+            direct_penalty=config.direct_penalty,
+            mode=config.penalty_mode,
+            high_res_penalty=config.high_res_penalty,
         )
         for i, verdict, ok, penalty in zip(members, group_verdicts, correct, penalties, strict=True):
             accuracy = config.accuracy_weight * float(ok)

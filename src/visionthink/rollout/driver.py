@@ -8,7 +8,6 @@ per turn. Token ids are concatenated segment by segment and never re-tokenised.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -79,7 +78,6 @@ class EpisodeDriver:
         for turn_index in range(self.config.max_turns):
             if not running:
                 break
-            started = time.perf_counter()
             requests = [
                 GenerationRequest(
                     token_ids=t.token_ids,
@@ -89,10 +87,8 @@ class EpisodeDriver:
                 for t in running
             ]
             results = self.engine.generate(requests, sampling)
-            elapsed = time.perf_counter() - started
             still_running = []
             for trajectory, result in zip(running, results, strict=True):
-                trajectory.wall_seconds += elapsed
                 last_turn = turn_index == self.config.max_turns - 1
                 if self._step(trajectory, result, last_turn):
                     still_running.append(trajectory)

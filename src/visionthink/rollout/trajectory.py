@@ -31,7 +31,6 @@ class Trajectory:
     rollout_logprobs: list[float] | None = field(default_factory=list)
     # How the episode ended: answer, malformed, tool_call_limit, turn_limit.
     end_reason: str = ""
-    wall_seconds: float = 0.0
 
     @property
     def used_high_res(self) -> bool:
@@ -58,3 +57,16 @@ class Trajectory:
     @property
     def turn_texts(self) -> list[str]:
         return [turn.text for turn in self.turns]
+
+
+def group_blocks(trajectories: list[Trajectory], group_size: int) -> list[list[Trajectory]]:
+    """The trajectories as consecutive groups of ``group_size``, as the GRPO stages slice them
+    (advantages, the zero-variance filter, the update); refused when a block mixes prompt groups
+    or a group is split, so that a reordered batch is never normalised across the wrong rollouts."""
+    blocks = [trajectories[i : i + group_size] for i in range(0, len(trajectories), group_size)]
+    ids = [{t.group for t in block} for block in blocks]
+    whole = len(trajectories) % group_size == 0 and all(len(group) == 1 for group in ids)
+    if not whole or len({next(iter(group)) for group in ids}) != len(blocks):
+        order = [t.group for t in trajectories]
+        raise ValueError(f"trajectories are not in whole consecutive groups of {group_size}: groups {order}")
+    return blocks

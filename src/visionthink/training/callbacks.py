@@ -23,7 +23,7 @@ class RolloutSampleLogger(L.Callback):
     (question, answer, turns, whether high resolution was used, reward, and the last image the
     model saw) to MLflow, and the same trajectories as traces (one span per turn)."""
 
-    def __init__(self, every_n_steps: int = 10, max_samples: int = 4):
+    def __init__(self, every_n_steps: int = 4, max_samples: int = 4):
         self.every_n_steps, self.max_samples = every_n_steps, max_samples
         self._last_logged_step = -1
 

@@ -22,6 +22,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.distributed.fsdp.wrap import wrap
 
+from visionthink.collectives import all_ranks
 from visionthink.data.batching import CollateSamples, SampleBatch
 from visionthink.data.sample import SampleError
 from visionthink.episode.builder import EpisodeBuilder
@@ -40,9 +41,8 @@ from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_traject
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.factory import RolloutBackend, build_backend
 from visionthink.rollout.seeding import mix_seed
-from visionthink.rollout.trajectory import Trajectory
+from visionthink.rollout.trajectory import Trajectory, group_blocks
 from visionthink.sync import full_parameters
-from visionthink.training.collectives import all_ranks
 from visionthink.training.optim import (
     configure_optimization,
     freeze_vision_tower,
@@ -211,9 +211,8 @@ class VisionThinkGRPO(L.LightningModule):
         self, trajectories: list[Trajectory], scores: list[RolloutScore]
     ) -> tuple[list[ScoredGroup], dict[str, float]]:
         size = self.rollout_config.group_size
-        groups = [
-            ScoredGroup(trajectories[i : i + size], scores[i : i + size]) for i in range(0, len(trajectories), size)
-        ]
+        blocks = group_blocks(trajectories, size)
+        groups = [ScoredGroup(block, scores[i * size : (i + 1) * size]) for i, block in enumerate(blocks)]
         invalid = [g for g in groups if not all(s.valid for s in g.scores)]
         groups = [g for g in groups if all(s.valid for s in g.scores)]
         flat = 0

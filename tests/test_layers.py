@@ -1,0 +1,52 @@
+"""The layout follows the data flow: the stage packages (sample -> episode -> rollout -> rewards ->
+GRPO -> weight sync -> metrics) import nothing of the trainer, and entry points share one set-up."""
+
+from __future__ import annotations
+
+import ast
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "src" / "visionthink"
+STAGES = ("data", "episode", "rollout", "reward", "grpo", "sync", "metrics", "models")
+
+
+def imported_modules(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+def test_no_stage_package_imports_the_trainer():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for stage in STAGES
+        for path in sorted((PACKAGE / stage).rglob("*.py"))
+        for module in imported_modules(path)
+        if module == "visionthink.training" or module.startswith("visionthink.training.")
+    ]
+    assert offenders == []
+
+
+def test_entry_points_set_nothing_up_themselves():
+    # visionthink.cli (which every entry point imports) locates the project for the configs
+    preambles = [path.name for path in sorted((ROOT / "src").glob("*.py")) if "VISIONTHINK_ROOT" in path.read_text()]
+    assert preambles == []
+    assert all("from visionthink.cli import" in path.read_text() for path in (ROOT / "src").glob("*.py"))
+
+
+def test_the_readme_layout_names_every_entry_point_and_config_group():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :].split("```")[1]
+    entry_points = [f"src/{path.name}" for path in sorted((ROOT / "src").glob("*.py"))]
+    groups = [f"{path.name}/" for path in sorted((ROOT / "conf").iterdir()) if path.is_dir()]
+    missing = [name for name in [*entry_points, *groups, "src/hydra_plugins/"] if name not in layout]
+    assert missing == []
+
+
+def test_the_method_doc_names_every_package():
+    method = (ROOT / "docs" / "method.md").read_text()
+    packages = [path.name for path in sorted(PACKAGE.iterdir()) if path.is_dir() and path.name != "__pycache__"]
+    assert [name for name in packages if f"`visionthink.{name}`" not in method] == []
