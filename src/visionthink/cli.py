@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,12 +55,36 @@ class _DropNoise(logging.Filter):
         return not any(noise in message for noise in self.NOISE)
 
 
+# Warnings with nothing to act on, each silenced where it comes from (the module that issues it).
+# Library deprecations inside torchdata and Lightning:
+KNOWN_WARNINGS = [
+    ("'set_vital' is deprecated", r"torchdata\."),
+    ("`isinstance(treespec, LeafSpec)` is deprecated", r"lightning\."),
+    # Checkpoints hold the state after each update, what resuming needs
+    ("Using ModelCheckpoint with manual optimization", r"lightning\."),
+    # Our metrics are combined across ranks before they are logged (metrics.distributed)
+    ("It is recommended to use `self.log(", r"lightning\."),
+    # Lightning suggests more loader workers than a small machine has; data.num_workers decides
+    ("does not have many workers which may be a bottleneck", r"lightning\."),
+    # Lightning's hint on machines with SLURM installed, for runs not started by srun (submitit's jobs are)
+    ("The `srun` command is available on your system but is not used", r"lightning\."),
+    # A resumed run writes into its own checkpoint folder
+    ("exists and is not empty", r"lightning\."),
+]
+
+
+def quiet_known_warnings() -> None:
+    for message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{re.escape(message)}", module=module)
+
+
 def one_console() -> None:
     """Each log line once: Lightning's records go to Hydra's handlers (console and the run's log
     file) instead of also to Lightning's own (added when it is imported), and its advertising
     tips are dropped. Entry points that train call this once Hydra has set up logging."""
     import lightning.pytorch  # noqa: F401 (adds the handler this removes)
 
+    quiet_known_warnings()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()

@@ -31,7 +31,7 @@ from visionthink.episode.resolution import ResolutionPolicy
 from visionthink.errors import InputError
 from visionthink.grpo.advantages import zero_variance_groups
 from visionthink.grpo.config import GRPOConfig
-from visionthink.grpo.update import GRPOUpdate, Hooks
+from visionthink.grpo.update import GRPOUpdate
 from visionthink.metrics.distributed import Slowest, Summed, gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
 from visionthink.models.family import family_of
@@ -49,6 +49,7 @@ from visionthink.training.optim import (
     learning_rates,
     parameter_summary,
 )
+from visionthink.training.strategies import strategy_hooks
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,7 @@ class VisionThinkGRPO(L.LightningModule):
             self.sampling.temperature,
             ids.pad,
             ids.image,
-            # Lightning's backward and clipping know the precision plugin and the strategy
-            Hooks(backward=self.manual_backward, clip_gradients=self._clip_gradients, start_pass=self._start_pass),
+            strategy_hooks(self),
         )
 
     def configure_model(self) -> None:
@@ -151,25 +151,6 @@ class VisionThinkGRPO(L.LightningModule):
         self.policy = wrap(self.policy)
         if self.reference is not None:
             object.__setattr__(self, "reference", wrap(self.reference))
-
-    def _start_pass(self, last_of_step: bool) -> None:
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DeepSpeedStrategy):
-            # At its gradient accumulation of 1, DeepSpeed takes every pass for a whole step (its
-            # update then differs from the sum of the passes, measured): they are one accumulation.
-            engine = strategy.deepspeed_engine
-            engine.set_gradient_accumulation_boundary(last_of_step)
-            # What the engine's forward does first (ZeRO counts the passes there); the passes
-            # run the policy, not the engine wrapping the whole LightningModule
-            if hasattr(engine.optimizer, "clear_backward_seen_flag"):
-                engine.optimizer.clear_backward_seen_flag()
-
-    def _clip_gradients(self, optimizer: Any, max_norm: float) -> None:
-        if isinstance(self.policy, FullyShardedDataParallel):
-            # Lightning's FSDP precision plugin refuses norm clipping; FSDP's own takes the norm over all shards.
-            self.policy.clip_grad_norm_(max_norm)
-            return
-        self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     def on_fit_start(self) -> None:
         if self.reference is not None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,23 +30,6 @@ from visionthink.training.resume import (
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
-
-# Warnings that describe intended behaviour here: checkpoints hold the state after each
-# update (what resuming needs), and deprecations inside torchdata and Lightning.
-for message in (
-    "Using ModelCheckpoint with manual optimization",
-    "'set_vital' is deprecated",
-    "`isinstance(treespec, LeafSpec)` is deprecated",
-    # Our metrics are combined across ranks before they are logged (metrics.distributed).
-    "It is recommended to use `self.log(",
-    # Lightning suggests more loader workers than a small machine has; data.num_workers decides.
-    "does not have many workers which may be a bottleneck",
-    # Lightning's hint on machines with SLURM installed, for runs not started by srun (submitit's jobs are).
-    "The `srun` command is available on your system but is not used",
-    # A resumed run writes into its own checkpoint folder
-    "exists and is not empty",
-):
-    warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
 
 
 def build_module(

@@ -15,6 +15,7 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -253,3 +254,34 @@ class SFTModule(L.LightningModule):
     def export(self, directory: str) -> None:
         """Save the fine-tuned policy and its processor as a checkpoint folder (model.name_or_path=...)."""
         save_policy_and_processor(self.policy, self.processor, directory)
+
+
+def run_sft(cfg: Any) -> tuple[float, Path]:
+    """The cold-start stage assembled from its Hydra config (``src/sft.py``): fit, then export;
+    returns the validation loss and the exported folder."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    L.seed_everything(cfg.seed, workers=True)
+    resolution = instantiate(cfg.resolution)
+    datamodule = instantiate(cfg.data, _partial_=True)(resolution=resolution)
+    module = SFTModule(
+        model=instantiate(cfg.model),
+        prompt=instantiate(cfg.prompt),
+        resolution=resolution,
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        vision_lr_scale=cfg.optim.vision_lr_scale,
+        tool_fraction=cfg.sft.tool_fraction,
+        seed=cfg.seed,
+        plain_prompt=instantiate(cfg.plain_prompt) if cfg.sft.plain_fraction > 0 else None,
+        plain_fraction=cfg.sft.plain_fraction,
+    )
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule)
+    output = Path(cfg.paths.outputs_dir) / "sft" / cfg.run_name / "model"
+    module.export(str(output))
+    return float(trainer.callback_metrics.get("sft/val_loss", float("nan"))), output
