@@ -20,11 +20,12 @@ from visionthink.cli import exit_on_input_error
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     from visionthink.reproduce.report import render
-    from visionthink.reproduce.stages import plan, run_stages, write_data
+    from visionthink.reproduce.stages import load_recipe, plan, run_stages, write_data
 
-    write_data(cfg)
-    stages = run_stages(plan(cfg), Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "stages")
-    print(f"report: {render(cfg, stages)}")
+    recipe = load_recipe(cfg)
+    write_data(cfg, recipe)
+    stages = run_stages(plan(cfg, recipe), Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "stages")
+    print(f"report: {render(cfg, recipe, stages)}")
 
 
 if __name__ == "__main__":

@@ -210,3 +210,29 @@ def test_every_option_of_the_default_run_repeats_the_code_defaults_it_sets():
             d for d in disagreements(node, code_defaults(node._target_), path) if d.split(":")[0] not in DEPARTURES
         ]
     assert not found, found
+
+
+def test_make_train_and_make_reproduce_run_one_recipe():
+    """The miniature's recipe is written once (conf/experiment/miniature.yaml): the default run
+    composes it, and the reproduction's GRPO stages name it instead of repeating its values."""
+    from hydra import compose, initialize_config_dir
+
+    from visionthink.reproduce.stages import load_recipe, plan
+
+    recipe_keys = ("data.batch_size=", "rollout.group_size=", "optim.optimizer.lr=", "grpo=", "prompt=",
+                   "rollout.sampling.", "trainer.val_check_interval=", "data.synthetic.fine_fraction=")  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        train = compose(config_name="train")
+        reproduce = compose(config_name="reproduce", overrides=["paths.outputs_dir=/tmp/unused"])
+        recipe = load_recipe(reproduce)
+        stages = plan(reproduce, recipe)
+    grpo_stages = [stage for stage in stages if stage.script == "train.py"]
+    assert grpo_stages and all("experiment=miniature" in stage.overrides for stage in grpo_stages)
+    repeated = [o for stage in grpo_stages for o in stage.overrides if o.startswith(recipe_keys)]
+    assert repeated == []
+    assert (recipe.batch_size, recipe.group_size, recipe.lr, recipe.prompt) == (
+        train.data.batch_size,
+        train.rollout.group_size,
+        train.optim.optimizer.lr,
+        train.prompt.name,
+    )

@@ -17,8 +17,9 @@ from visionthink.models import ModelConfig, load_policy
 pytestmark = pytest.mark.slow
 
 FAST = [
-    "seeds=[0]", "data.train=48", "data.val=4", "data.test=8", "grpo.steps=2", "grpo.batch_size=2", "grpo.group_size=2",
-    "grpo.max_new_tokens=16", "grpo.val_every=2", "eval.max_new_tokens=16", "theta_sweep.thetas=[0.3]",
+    "seeds=[0]", "data.train=48", "data.val=4", "data.test=8", "grpo.steps=2",
+    'train_overrides=["data.batch_size=2","rollout.group_size=2","rollout.sampling.max_new_tokens=16",'
+    '"rollout.val_sampling.max_new_tokens=16","trainer.val_check_interval=2"]', "eval.max_new_tokens=16", "theta_sweep.thetas=[0.3]",
     "theta_sweep.steps=1",
     'base.overrides=["trainer.max_steps=2","data.batch_size=4","pretrain.report_samples=4","pretrain.max_new_tokens=8",'
     '"data.synthetic.splits={train: 16, val: 4, test: 8}"]',

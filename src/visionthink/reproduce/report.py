@@ -15,7 +15,7 @@ import torch
 from visionthink.evaluation.report import write_atomic
 from visionthink.paths import PROJECT_ROOT
 from visionthink.reproduce.claims import check_claims
-from visionthink.reproduce.stages import run_name
+from visionthink.reproduce.stages import Recipe, run_name
 
 MODES = ("adaptive", "full", "low")
 
@@ -127,7 +127,7 @@ def measurements(cfg: Any) -> tuple[dict[int, dict[str, Any]], dict[str, Any] | 
     return measured, base_modes
 
 
-def render(cfg: Any, stages: list[dict[str, Any]]) -> Path:
+def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     outputs = Path(cfg.paths.outputs_dir)
     report = Path(cfg.report)
     figures = report.parent / "figures"
@@ -177,11 +177,12 @@ def render(cfg: Any, stages: list[dict[str, Any]]) -> Path:
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         f"- model: `{cfg.model}` (random init), then the base stage (`src/pretrain.py {' '.join(cfg.base.overrides)}`): "
         "it learns to answer every question kind at full and 1/4 resolution with the tool-less prompt, and the agent "
-        f"prompt `{cfg.prompt}`'s format with the tool called at random, whatever the question (the decision is not taught)",
-        f"- data: synthetic, {cfg.data.train}/{cfg.data.val}/{cfg.data.test} (train/val/test), {cfg.data.fine_fraction:.0%} label "
-        f"questions ({', '.join(cfg.data.fine_kinds)}: unreadable at 1/4 resolution), the rest {', '.join(cfg.data.coarse_kinds)}",
-        f"- GRPO: {cfg.grpo.steps} steps of {cfg.grpo.batch_size} prompts x {cfg.grpo.group_size} rollouts, lr {cfg.grpo.lr} "
-        f"({' '.join(cfg.grpo.overrides)}); variants: " + ", ".join(f"`{v}` ({' '.join(cfg.variants[v])})" for v in variants),
+        f"prompt `{recipe.prompt}`'s format with the tool called at random, whatever the question (the decision is not taught)",
+        f"- data: synthetic, {cfg.data.train}/{cfg.data.val}/{cfg.data.test} (train/val/test), {recipe.fine_fraction:.0%} label "
+        f"questions ({', '.join(recipe.fine_kinds)}: unreadable at 1/4 resolution), the rest {', '.join(recipe.coarse_kinds)}",
+        f"- GRPO: the recipe of `make train` ({' '.join(recipe.overrides)}), {cfg.grpo.steps} steps of {recipe.batch_size} "
+        f"prompts x {recipe.group_size} rollouts, lr {recipe.lr}; variants: "
+        + ", ".join(f"`{v}` ({' '.join(cfg.variants[v])})" for v in variants),
         f"- theta sweep: {list(cfg.theta_sweep.thetas)}, {cfg.theta_sweep.steps} steps each, paper penalty",
         "",
         "| stage | seconds | command |",

@@ -29,18 +29,50 @@ class Stage:
     output: Path
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe every GRPO stage runs (``experiment=<cfg.experiment>`` and
+    ``cfg.train_overrides`` on train.yaml, as `make train` composes it), and what the base stage,
+    the data and the report take from it."""
+
+    overrides: list[str]
+    prompt: str
+    batch_size: int
+    group_size: int
+    lr: float
+    val_every: int
+    fine_fraction: float
+    fine_kinds: list[str]
+    coarse_kinds: list[str]
+
+
+def load_recipe(cfg: Any) -> Recipe:
+    """Compose train.yaml with the reproduction's experiment (inside the running Hydra app)."""
+    from hydra import compose
+
+    overrides = [f"experiment={cfg.experiment}", *cfg.train_overrides]
+    train = compose(config_name="train", overrides=overrides)
+    synthetic = train.data.synthetic
+    return Recipe(
+        overrides=overrides, prompt=train.prompt.name, batch_size=train.data.batch_size,
+        group_size=train.rollout.group_size, lr=train.optim.optimizer.lr, val_every=train.trainer.val_check_interval,
+        fine_fraction=synthetic.fine_fraction, fine_kinds=list(synthetic.fine_kinds),
+        coarse_kinds=list(synthetic.coarse_kinds),
+    )  # fmt: skip
+
+
 def data_dir(cfg: Any) -> Path:
     return Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "data"
 
 
-def write_data(cfg: Any) -> None:
+def write_data(cfg: Any, recipe: Recipe) -> None:
     """The VisionThink splits every stage reads (the base stage writes its own, other images)."""
     from visionthink.data.synthetic import SyntheticConfig, write_synthetic
 
     splits = {"train": cfg.data.train, "val": cfg.data.val, "test": cfg.data.test}
     write_synthetic(data_dir(cfg) / "synthetic", SyntheticConfig(
-        fine_fraction=cfg.data.fine_fraction, fine_kinds=tuple(cfg.data.fine_kinds),
-        coarse_kinds=tuple(cfg.data.coarse_kinds), splits=splits))  # fmt: skip
+        fine_fraction=recipe.fine_fraction, fine_kinds=tuple(recipe.fine_kinds),
+        coarse_kinds=tuple(recipe.coarse_kinds), splits=splits))  # fmt: skip
 
 
 def run_name(cfg: Any, stage: str, seed: int | None = None) -> str:
@@ -52,7 +84,7 @@ def base_model(cfg: Any) -> Path:
     return Path(cfg.paths.outputs_dir) / "pretrain" / run_name(cfg, "base") / "model"
 
 
-def plan(cfg: Any) -> list[Stage]:
+def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
     """The shared base stage and its evaluation, then for every seed the GRPO variants, their
     evaluations and the theta sweep."""
     outputs = Path(cfg.paths.outputs_dir)
@@ -61,12 +93,11 @@ def plan(cfg: Any) -> list[Stage]:
         f"paths.data_dir={data_dir(cfg)}",
         f"model={cfg.model}",
     ]
-    data = [
-        f"data.synthetic.splits={{train: {cfg.data.train}, val: {cfg.data.val}, test: {cfg.data.test}}}",
-        f"data.synthetic.fine_fraction={cfg.data.fine_fraction}",
-        f"data.synthetic.coarse_kinds=[{','.join(cfg.data.coarse_kinds)}]",
-        f"data.synthetic.fine_kinds=[{','.join(cfg.data.fine_kinds)}]",
+    kinds = [
+        f"data.synthetic.coarse_kinds=[{','.join(recipe.coarse_kinds)}]",
+        f"data.synthetic.fine_kinds=[{','.join(recipe.fine_kinds)}]",
     ]
+    splits = f"data.synthetic.splits={{train: {cfg.data.train}, val: {cfg.data.val}, test: {cfg.data.test}}}"
     base = base_model(cfg)
     stages = [
         Stage(
@@ -75,27 +106,22 @@ def plan(cfg: Any) -> list[Stage]:
             shared
             + [
                 f"run_name={run_name(cfg, 'base')}",
-                f"prompt={cfg.prompt}",
+                f"prompt={recipe.prompt}",
                 "seed=0",
-                f"data.synthetic.coarse_kinds=[{','.join(cfg.data.coarse_kinds)}]",
-                f"data.synthetic.fine_kinds=[{','.join(cfg.data.fine_kinds)}]",
+                *kinds,
                 *cfg.base.overrides,
             ],
             base.parent / "perception.json",
         ),  # fmt: skip
     ]
     evaluation = shared + [
-        f"model.name_or_path={base}", f"prompt@prompts.adaptive={cfg.prompt}", f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
+        f"model.name_or_path={base}", f"prompt@prompts.adaptive={recipe.prompt}", f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
     ]  # fmt: skip
     stages.append(evaluate_stage(cfg, "eval-base", evaluation, outputs))
     for seed in cfg.seeds:
-        grpo = shared + data + [
-            f"seed={seed}", f"model.name_or_path={base}", f"prompt={cfg.prompt}", f"data.batch_size={cfg.grpo.batch_size}",
-            f"rollout.group_size={cfg.grpo.group_size}", f"optim.optimizer.lr={cfg.grpo.lr}",
-            f"rollout.sampling.max_new_tokens={cfg.grpo.max_new_tokens}",
-            f"rollout.val_sampling.max_new_tokens={cfg.grpo.max_new_tokens}",
-            f"trainer.val_check_interval={cfg.grpo.val_every}", "callbacks.model_checkpoint.every_n_train_steps=5",
-            *cfg.grpo.overrides,
+        # The recipe first: the model, paths and sizes of the reproduction override it
+        grpo = recipe.overrides + shared + [
+            splits, f"seed={seed}", f"model.name_or_path={base}", "callbacks.model_checkpoint.every_n_train_steps=5",
         ]  # fmt: skip
         for variant, overrides in cfg.variants.items():
             run = run_name(cfg, f"grpo-{variant}", seed)
