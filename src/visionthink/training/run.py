@@ -95,7 +95,7 @@ def log_config(
                 logger.experiment.log_artifact(logger.run_id, str(config_file))
 
 
-def end_stopped_run(loggers: list[Any]) -> None:
+def mark_run_killed(loggers: list[Any]) -> None:
     """A run stopped by a signal is KILLED in MLflow (Lightning marked it FAILED): it resumes."""
     for logger in loggers:
         if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
@@ -124,7 +124,7 @@ def train(cfg: DictConfig, backend_factory: Callable[..., Any] = build_backend) 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except (RunStopped, SIGTERMException):
         if trainer.is_global_zero:
-            end_stopped_run(loggers)
+            mark_run_killed(loggers)
         raise
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if datamodule.val_source is not None and module.last_validated_step != trainer.global_step:
