@@ -106,7 +106,8 @@ def end_stopped_run(stop: BaseException, run_name: str) -> None:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from visionthink.training.checkpointing import RunStopped, slurm_job_id
+    from visionthink.sweep.tracking import slurm_job_id
+    from visionthink.training.checkpointing import RunStopped
 
     message = str(stop) if isinstance(stop, RunStopped) else "stopped by SIGTERM"
     if isinstance(stop, RunStopped) and stop.requeued:

@@ -44,10 +44,15 @@ def trial_tags(sweep: Any) -> dict[str, str]:
     }
 
 
-def slurm_tags() -> dict[str, str]:
-    """The SLURM job a run ran in (an array task as ``<array job>_<task>``, as squeue shows it)."""
+def slurm_job_id() -> str | None:
+    """This process's SLURM job, as squeue and scontrol name it (an array task: ``<array job>_<task>``)."""
     array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    job = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
+    return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
+
+
+def slurm_tags() -> dict[str, str]:
+    """The SLURM job a run ran in."""
+    job = slurm_job_id()
     return {"slurm.job_id": job} if job else {}
 
 

@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from visionthink.errors import InputError
 from visionthink.reward.judges.base import JudgeUnavailable
+from visionthink.sweep.tracking import slurm_job_id
 
 log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".partial"
@@ -49,14 +50,6 @@ class RunStopped(Exception):
 
 class DiskFullError(InputError):
     """A checkpoint did not fit on its disk."""
-
-
-def slurm_job_id() -> str | None:
-    """This SLURM job's id as ``scontrol`` names it (array tasks: ``<array job>_<task>``)."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array_job:
-        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def is_readable(path: Path) -> bool:
