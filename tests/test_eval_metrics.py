@@ -26,6 +26,7 @@ from visionthink.evaluation.metrics import (
         ("Yes", "yes", True),
         ("0", "0", True),
         ("0.1", "0", False),
+        ("0.0", "0", False),  # a target of 0 is compared as text (official code, lmms-eval)
     ],
 )
 def test_chartqa_relaxed_correctness(prediction, target, expected):
@@ -50,12 +51,16 @@ def test_ocrbench_containment():
 
 
 def test_pope():
-    assert [pope_label(p) for p in ["Yes, there is.", "No.", "There is not a dog", "yes"]] == ["yes", "no", "no", "yes"]
+    # lmms-eval 0.7 counts only the bare words; a sentence is neither answer
+    assert [pope_label(p) for p in ["Yes", " no ", "Yes, there is.", "There is not a dog"]] == ["yes", "no", None, None]
     scores = pope_scores(["yes", "yes", "no", "no"], ["yes", "no", "no", "yes"])
     assert scores["accuracy"] == 50.0 and scores["precision"] == 50.0 and scores["recall"] == 50.0
     assert scores["f1"] == 50.0 and scores["yes_ratio"] == 50.0
     perfect = pope_scores(["yes", "no"], ["yes", "no"])
     assert perfect["f1"] == 100.0
+    # An answer that is neither word is wrong, and counts as neither a false positive nor a miss of "yes"
+    vague = pope_scores(["yes", "Yes, it is", "maybe"], ["yes", "yes", "no"])
+    assert vague["accuracy"] == 100 / 3 and vague["precision"] == 100.0 and vague["recall"] == 100.0
 
 
 def test_mme_acc_plus():

@@ -32,3 +32,14 @@ def test_the_gpu_set_is_the_release_the_vllm_tier_tests():
     gpu, cpu = pins("requirements-gpu.txt"), pins("requirements-vllm.txt")
     assert gpu["vllm"] == cpu_release
     assert gpu["transformers"] == cpu["transformers"] and gpu["torch"] == cpu["torch"]
+
+
+def test_lmms_eval_adds_to_the_vllm_environment_without_moving_its_pins():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements-lmms-eval.txt").read_text().splitlines()]
+    assert all("==" in line for line in lines if line), "every lmms-eval requirement is pinned"
+    added = pins("requirements-lmms-eval.txt")
+    assert "lmms-eval" in added
+    environment = {
+        **pins("requirements-vllm.txt"), **pins("requirements-common.txt"), **pins("requirements-dev.txt"),
+    }  # fmt: skip
+    assert not set(added) & set(environment), "a package pinned twice could move .venv-vllm's version"

@@ -7,16 +7,11 @@ VISIONTHINK_REQUIRE_VLLM=1 so that a broken .venv-vllm fails instead of skipping
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 
-from conftest import SMALL_RESOLUTION, skip_tier
+from conftest import SMALL_RESOLUTION, package_tier, skip_tier
 
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
-if not HAS_VLLM and os.environ.get("VISIONTHINK_REQUIRE_VLLM") == "1":
-    raise RuntimeError("VISIONTHINK_REQUIRE_VLLM=1 but vllm does not import here: run `make setup-vllm`")
+HAS_VLLM = package_tier("vllm", "VISIONTHINK_REQUIRE_VLLM", "make setup-vllm")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,9 +27,8 @@ def relaxed_correctness(prediction: str, target: str, max_relative_change: float
     46 vs 47 passes); ``judge`` accuracy (ChartQA-dagger) is reported next to it for that reason.
     """
     predicted, expected = _to_float(prediction), _to_float(target)
-    if predicted is not None and expected is not None:
-        if expected == 0:
-            return predicted == 0
+    # A target of 0 is compared as text, as the official code (and lmms-eval) does
+    if predicted is not None and expected:
         return abs(predicted - expected) / abs(expected) <= max_relative_change
     return prediction.strip().lower() == target.strip().lower()
 
@@ -70,14 +69,17 @@ def ocrbench_match(prediction: str, answers: Sequence[str], category: str = "") 
 
 
 # ------------------------------------------------------------------ POPE
-def pope_label(prediction: str) -> str:
-    """lmms-eval's reading of a POPE answer: "no" if it says no/not, else "yes"."""
-    words = re.sub(r"[^a-z ]", " ", prediction.lower()).split()
-    return "no" if "no" in words or "not" in words else "yes"
+def pope_label(prediction: str) -> str | None:
+    """lmms-eval's (0.7) reading of a POPE answer: "yes" or "no" only when the answer is that word
+    (any case, surrounding spaces ignored); anything else is neither, so it is wrong."""
+    word = prediction.strip().lower()
+    return word if word in ("yes", "no") else None
 
 
 def pope_scores(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """Accuracy, precision, recall and F1 of "yes" (percent), and the share of "yes" answers."""
+    """Accuracy, precision, recall and F1 of "yes" (percent) as lmms-eval computes them (an answer
+    that is neither word is a miss, and neither a false positive nor a false negative), and the
+    share of "yes" answers (lmms-eval's ``pope_yes_ratio`` is the share of "yes" labels instead)."""
     guesses = [pope_label(p) for p in predictions]
     truth = [label.strip().lower() for label in labels]
     tp = sum(g == "yes" and t == "yes" for g, t in zip(guesses, truth, strict=True))
