@@ -203,3 +203,40 @@ def test_evaluate_py_scores_chartqa_and_pope_as_lmms_eval_does():
         assert 100 * aggregate([doc[f"pope_{name}" if name != "f1" else "pope_f1_score"] for doc in per_doc]) == (
             pytest.approx(ours[name])
         ), name
+
+
+def test_a_sample_whose_image_cannot_be_used_is_skipped_counted_and_named(workdir, tmp_path):
+    """A task (defined here) whose third image is 1000 x 3 px, which the processor rejects: the run
+    goes on, that sample is answered with nothing and named in a warning."""
+    import datasets
+    from PIL import Image
+
+    rows = list(datasets.load_from_disk(str(workdir / "data" / "synthetic" / "test")).select(range(2)))
+    rows.append({**rows[0], "images": Image.new("RGB", (1000, 3), (200, 200, 200))})
+    folder = workdir / "data" / "bad"
+    folder.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows).to_parquet(str(folder / "test.parquet"))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "bad_images.yaml").write_text(
+        "task: bad_images\ndataset_path: parquet\ndataset_kwargs:\n  data_files:\n    test: data/bad/test.parquet\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_visual: !function utils.doc_to_visual\n"
+        "doc_to_text: !function utils.doc_to_text\ndoc_to_target: original_answer\n"
+        "process_results: !function utils.process_results\n"
+        "metric_list:\n  - metric: exact\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    (tasks / "utils.py").write_text(
+        "def doc_to_visual(doc):\n    return [doc['images'].convert('RGB')]\n\n\n"
+        "def doc_to_text(doc, lmms_eval_specific_kwargs=None):\n    return doc['problem']\n\n\n"
+        "def process_results(doc, results):\n    return {'exact': float(results[0] == doc['original_answer'])}\n"
+    )
+    done = lmms_eval(workdir, MODEL_ARGS, "bad_images", "--include_path", str(tasks))
+    assert done.returncode == 0 and "Error during evaluation" not in done.stdout + done.stderr, done.stderr[-3000:]
+    assert "skipped bad_images/test/2" in done.stdout + done.stderr
+    results, _ = read_outputs(workdir)
+    samples = [
+        json.loads(line)
+        for line in next((workdir / "out").rglob("*_samples_bad_images.jsonl")).read_text().splitlines()
+    ]
+    assert results["n-samples"]["bad_images"]["effective"] == 3
+    assert [s["filtered_resps"] == "" and s["token_counts"] == [None] for s in samples] == [False, False, True]

@@ -177,7 +177,7 @@ class VisionThink(lmms):
             # lmms-eval would print a traceback and exit 0: one line and exit code 2, as our entry points
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
-        self.mode = args.mode
+        self.mode, self.seed = args.mode, args.seed
         torch.manual_seed(args.seed)
         self.sampling = SamplingConfig(
             greedy=float(args.temperature) == 0.0,
@@ -237,7 +237,9 @@ class VisionThink(lmms):
     def _answer(self, samples: tuple[Sample, ...], tasks: tuple[str, ...]) -> list[GenerationResult]:
         started = time.perf_counter()
         episodes = [self.driver.builder.build(sample, self.mode) for sample in samples]
-        trajectories = self.driver.run(episodes, self.sampling, group_size=1)
+        # Sampled decoding draws from a stream per sample (seed, sample id): batching does not change it
+        seed = None if self.sampling.greedy else self.seed
+        trajectories = self.driver.run(episodes, self.sampling, group_size=1, seed=seed)
         seconds = (time.perf_counter() - started) / len(samples)
         answered = []
         for task, trajectory in zip(tasks, trajectories, strict=True):
