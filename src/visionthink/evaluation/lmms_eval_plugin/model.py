@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger as lmms_eval_logger
@@ -35,7 +35,7 @@ from visionthink.data.sample import Sample
 from visionthink.episode.builder import EpisodeBuilder
 from visionthink.errors import InputError
 from visionthink.evaluation.lmms_eval_plugin import MODEL_NAME
-from visionthink.evaluation.lmms_eval_plugin.tracking import RunFigures, log_to_mlflow_at_exit
+from visionthink.evaluation.lmms_eval_plugin.tracking import RunFigures, VisualTokenCounts, log_to_mlflow_at_exit
 from visionthink.paths import CONF_DIR
 from visionthink.reward.scoring import prediction
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
@@ -49,23 +49,6 @@ ENGINES = {"transformers": "hf", "vllm": "vllm"}
 # Processor files a save_pretrained folder must hold: the image processor's (transformers 5 writes it
 # into processor_config.json, 4.x into preprocessor_config.json) and the tokenizer's
 PROCESSOR_FILES = (("processor_config.json", "preprocessor_config.json"), ("tokenizer_config.json",))
-
-
-@dataclass
-class VisualTokenCounts(TokenCounts):
-    """lmms-eval's per-request counters plus VisionThink's: the visual tokens of the first view and
-    of the high-resolution view (0 when it was not asked for), their sum, and whether it asked."""
-
-    visual_tokens_first_view: int | None = None
-    visual_tokens_high_res: int | None = None
-    visual_tokens: int | None = None
-    used_high_res: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        counts = super().to_dict()
-        for name in ("visual_tokens_first_view", "visual_tokens_high_res", "visual_tokens", "used_high_res"):
-            counts[name] = getattr(self, name)
-        return counts
 
 
 @dataclass(frozen=True)
@@ -242,32 +225,28 @@ class VisionThink(lmms):
         trajectories = self.driver.run(episodes, self.sampling, group_size=1, seed=seed)
         seconds = (time.perf_counter() - started) / len(samples)
         answered = []
-        for task, trajectory in zip(tasks, trajectories, strict=True):
-            counts = VisualTokenCounts(
-                input_tokens=len(trajectory.token_ids) - trajectory.generated_tokens,
-                output_tokens=trajectory.generated_tokens,
-                visual_tokens_first_view=trajectory.images[0].visual_tokens,
-                visual_tokens_high_res=trajectory.images[1].visual_tokens if trajectory.used_high_res else 0,
-                visual_tokens=trajectory.visual_tokens,
-                used_high_res=trajectory.used_high_res,
-            )
-            self.figures.add(task, trajectory)
-            # One record per sample, so that lmms-eval's run summary (the mean of each figure over
-            # records) is the mean over samples; without its log line per sample
-            lmms_eval_logger.disable(log_metrics.__module__)
-            log_metrics(
-                total_elapsed_time=seconds,
-                total_gen_tokens=trajectory.generated_tokens,
-                avg_speed=trajectory.generated_tokens / seconds if seconds > 0 else 0.0,
-                additional_metrics={
-                    "visual_tokens": trajectory.visual_tokens,
-                    "visual_tokens_first_view": counts.visual_tokens_first_view,
-                    "visual_tokens_high_res": counts.visual_tokens_high_res,
-                    "resize_ratio": float(trajectory.used_high_res),
-                },
-            )
+        # One lmms-eval record per sample, so that its run summary (the mean of each figure over
+        # records) is the mean over samples; without its log line per sample
+        lmms_eval_logger.disable(log_metrics.__module__)
+        try:
+            for task, trajectory in zip(tasks, trajectories, strict=True):
+                counts = VisualTokenCounts.of(trajectory)
+                self.figures.add(task, counts, trajectory.episode.high_view.visual_tokens)
+                log_metrics(
+                    total_elapsed_time=seconds,
+                    total_gen_tokens=trajectory.generated_tokens,
+                    avg_speed=trajectory.generated_tokens / seconds if seconds > 0 else 0.0,
+                    additional_metrics={
+                        "visual_tokens": counts.visual_tokens,
+                        "visual_tokens_first_view": counts.visual_tokens_first_view,
+                        "visual_tokens_high_res": counts.visual_tokens_high_res,
+                        "resize_ratio": float(counts.used_high_res),
+                    },
+                )
+                text = prediction(trajectory, self.extraction) or ""
+                answered.append(GenerationResult(text=text, token_counts=counts))
+        finally:
             lmms_eval_logger.enable(log_metrics.__module__)
-            answered.append(GenerationResult(text=prediction(trajectory, self.extraction) or "", token_counts=counts))
         return answered
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:

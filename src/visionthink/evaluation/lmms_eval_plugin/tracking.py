@@ -1,4 +1,4 @@
-"""What an lmms-eval run of the VisionThink model spent, per task, and its MLflow run.
+"""What an lmms-eval run of the VisionThink model spent, per sample and per task, and its MLflow run.
 
 lmms-eval scores after the model has answered and writes its results file at the very end, so the
 MLflow run is logged when the process exits: the visual-token figures of every task, and the
@@ -14,15 +14,45 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from lmms_eval.api.instance import TokenCounts
 from omegaconf import OmegaConf
 
 from visionthink.rollout.trajectory import Trajectory
 
 EXPERIMENT = "visionthink-lmms-eval"
+
+
+@dataclass
+class VisualTokenCounts(TokenCounts):
+    """lmms-eval's per-request counters plus VisionThink's: the visual tokens of the first view and
+    of the high-resolution view (0 when it was not asked for), their sum, and whether it asked."""
+
+    visual_tokens_first_view: int | None = None
+    visual_tokens_high_res: int | None = None
+    visual_tokens: int | None = None
+    used_high_res: bool | None = None
+
+    @classmethod
+    def of(cls, trajectory: Trajectory) -> VisualTokenCounts:
+        return cls(
+            input_tokens=len(trajectory.token_ids) - trajectory.generated_tokens,
+            output_tokens=trajectory.generated_tokens,
+            visual_tokens_first_view=trajectory.images[0].visual_tokens,
+            visual_tokens_high_res=trajectory.images[1].visual_tokens if trajectory.used_high_res else 0,
+            visual_tokens=trajectory.visual_tokens,
+            used_high_res=trajectory.used_high_res,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = super().to_dict()
+        for name in ("visual_tokens_first_view", "visual_tokens_high_res", "visual_tokens", "used_high_res"):
+            counts[name] = getattr(self, name)
+        return counts
 
 
 class RunFigures:
@@ -35,15 +65,15 @@ class RunFigures:
     def skip(self, task: str) -> None:
         self.skipped[task] += 1
 
-    def add(self, task: str, trajectory: Trajectory) -> None:
-        high = trajectory.images[1].visual_tokens if trajectory.used_high_res else 0
+    def add(self, task: str, counts: VisualTokenCounts, always_high_res: int) -> None:
+        """One answered sample; ``always_high_res``: the visual tokens of its full-resolution view."""
         self.rows[task].append(
             (
-                trajectory.images[0].visual_tokens,
-                high,
-                trajectory.visual_tokens,
-                trajectory.used_high_res,
-                trajectory.episode.high_view.visual_tokens,
+                counts.visual_tokens_first_view,
+                counts.visual_tokens_high_res,
+                counts.visual_tokens,
+                counts.used_high_res,
+                always_high_res,
             )
         )
 
