@@ -157,6 +157,8 @@ def test_vllm_engine_equals_evaluate_py_with_vllm(workdir, sft_checkpoint, tmp_p
         ("model=tiny,mode=sometimes", "model arg mode='sometimes' is unknown. Use mode=adaptive|full|low"),
         ("model=tiny,engine=sglang", "model arg engine='sglang' is unknown. Use engine=transformers|vllm"),
         ("model=tiny,temprature=0.5", "unknown model args ['temprature']"),
+        # The loader's own check, raised while the model loads
+        ("model=tiny,checkpoint={empty}/last.ckpt", "checkpoint {empty}/last.ckpt does not exist"),
     ],
 )
 def test_bad_model_args_end_with_one_line(workdir, tmp_path, model_args, expected):

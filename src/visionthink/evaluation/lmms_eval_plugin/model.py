@@ -87,8 +87,6 @@ class ModelArgs:
             raise InputError(f"model arg engine={self.engine!r} is unknown", f"Use engine={'|'.join(ENGINES)}")
         if self.pretrained is not None:
             check_pretrained(str(self.pretrained))
-        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
-            raise InputError(f"model arg checkpoint={self.checkpoint} is not a file", "Pass a training .ckpt file")
         overrides = [
             f"model={self.model}",
             f"rollout={ENGINES[self.engine]}",
@@ -154,12 +152,15 @@ class VisionThink(lmms):
     def __init__(self, **model_args: Any) -> None:
         super().__init__()
         try:
-            args = ModelArgs.parse(model_args)
-            self.cfg = compose_eval_config(args.eval_overrides())
+            self._load(ModelArgs.parse(model_args))
         except InputError as error:
-            # lmms-eval would print a traceback and exit 0: one line and exit code 2, as our entry points
+            # Bad args, a missing checkpoint, vllm not installed: lmms-eval would print a traceback
+            # and exit 0; one line and exit code 2, as our entry points
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+
+    def _load(self, args: ModelArgs) -> None:
+        self.cfg = compose_eval_config(args.eval_overrides())
         self.mode, self.seed = args.mode, args.seed
         torch.manual_seed(args.seed)
         self.sampling = SamplingConfig(
