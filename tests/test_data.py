@@ -24,6 +24,7 @@ from visionthink.data import (
 from visionthink.data.batching import CollateSamples
 from visionthink.data.datamodule import DataSource, VisionThinkDataModule
 from visionthink.data.synthetic import DIGIT_GLYPHS, STRIPES, generate_split, label_box, render, stripes_box
+from visionthink.errors import InputError
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -180,6 +181,35 @@ def test_synthetic_set_is_deterministic_and_labelled(tmp_path):
         assert row["info"]["use_tool"] == ("small label" in row["problem"])
     write_synthetic(tmp_path, config)
     assert (tmp_path / "train" / "state.json").exists()
+
+
+def test_splits_written_with_other_settings_are_written_again(tmp_path):
+    write_synthetic(tmp_path, SyntheticConfig(splits={"train": 8}, coarse_kinds=("colour",)))
+    before = datasets.load_from_disk(str(tmp_path / "train"))["data_source"]
+    write_synthetic(tmp_path, SyntheticConfig(splits={"train": 16}, coarse_kinds=("colour",)))
+    assert datasets.load_from_disk(str(tmp_path / "train"))["data_source"] == before  # same settings: kept
+    write_synthetic(tmp_path, SyntheticConfig(splits={"train": 8}, coarse_kinds=("shape",)))
+    assert not any(s.endswith("/colour") for s in datasets.load_from_disk(str(tmp_path / "train"))["data_source"])
+
+
+@pytest.mark.parametrize("record", ['{"version": 1}', "not json", '{"settings": {}, "splits": "train"}'])
+def test_an_unreadable_record_is_named_with_what_to_do(tmp_path, record):
+    (tmp_path / "synthetic.json").write_text(record)
+    with pytest.raises(InputError, match="synthetic.json is not a record") as error:
+        write_synthetic(tmp_path, SyntheticConfig(splits={"train": 4}))
+    assert "Delete it" in str(error.value)
+
+
+def test_a_split_it_did_not_write_is_never_replaced(tmp_path):
+    """A folder of the user's own data beside the synthetic splits (or before any record) stays."""
+    own = generate_split(4, SyntheticConfig(coarse_kinds=("shape",)), 0)
+    own.save_to_disk(str(tmp_path / "train"))
+    write_synthetic(tmp_path, SyntheticConfig(splits={"train": 8, "val": 4}, coarse_kinds=("colour",)))
+    write_synthetic(tmp_path, SyntheticConfig(splits={"train": 8, "val": 4}, coarse_kinds=("count",)))
+    assert datasets.load_from_disk(str(tmp_path / "train"))["data_source"] == own["data_source"]
+    assert all(
+        s.endswith("/count") or "/stripes" in s for s in datasets.load_from_disk(str(tmp_path / "val"))["data_source"]
+    )
 
 
 @pytest.mark.parametrize(

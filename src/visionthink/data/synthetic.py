@@ -12,14 +12,21 @@ construction.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 from PIL import Image, ImageDraw
+
+from visionthink.errors import InputError
+
+log = logging.getLogger(__name__)
 
 COLOURS = {"red": (215, 45, 45), "green": (40, 160, 70), "blue": (45, 85, 215), "yellow": (225, 190, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -191,17 +198,60 @@ def generate_split(count: int, config: SyntheticConfig, split_seed: int) -> data
     return datasets.Dataset.from_list(rows, features=datasets.Features(FEATURES))
 
 
+# Raised when the generator draws other images or questions from the same settings, so that
+# splits written before are written again
+GENERATOR_VERSION = 1
+# Written beside the splits: the settings they were drawn with, and which splits this wrote
+RECORD = "synthetic.json"
+
+
+def generator_settings(config: SyntheticConfig) -> dict:
+    """What decides a split's content, besides its size."""
+    return {
+        "version": GENERATOR_VERSION, "size": config.size, "fine_fraction": config.fine_fraction,
+        "fine_kinds": list(config.fine_kinds), "coarse_kinds": list(config.coarse_kinds), "seed": config.seed,
+    }  # fmt: skip
+
+
 def write_synthetic(root: str | Path, config: SyntheticConfig | None = None) -> Path:
-    """Write every split as a ``save_to_disk`` folder under ``root`` (skips splits that exist)."""
+    """Write every missing split as a ``save_to_disk`` folder under ``root``. A split written here
+    before (``synthetic.json`` names it) is kept when its settings were these, whatever its size,
+    and written again when they were others (another mix, seed or generator version): a config
+    change never trains on the old questions. Folders this never wrote are never touched."""
     config = config or SyntheticConfig()
     root = Path(root)
+    record_path = root / RECORD
+    settings = generator_settings(config)
+    record = read_record(record_path) if record_path.exists() else {"settings": settings, "splits": []}
+    written = set(record["splits"])
+    if record["settings"] != settings:
+        for split in sorted(written):
+            log.warning("writing the synthetic split %s again: it was drawn with other settings", root / split)
+            shutil.rmtree(root / split, ignore_errors=True)
+        written = set()
     for index, (split, count) in enumerate(sorted(config.splits.items())):
         target = root / split
         if (target / "state.json").exists():
             continue
         with _quiet_datasets():
             generate_split(count, config, split_seed=config.seed * 1000 + index).save_to_disk(str(target))
+        written.add(split)
+    if written:
+        record_path.write_text(json.dumps({"settings": settings, "splits": sorted(written)}, indent=2))
     return root
+
+
+def read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get("splits"), list) and "settings" in record):
+        raise InputError(
+            f"{path} is not a record of the synthetic splits beside it (settings and splits)",
+            "Delete it and the synthetic splits in that folder; they are written again on the next run",
+        )
+    return record
 
 
 @contextmanager
