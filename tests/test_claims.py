@@ -15,6 +15,8 @@ THRESHOLDS = OmegaConf.load(CONF_DIR / "reproduce.yaml").claims
 def adaptive(label_ratio, coarse_ratio, score, tokens, precision, recall, label_score=95.0):
     return {
         "resize_ratio/needs_high_res": label_ratio, "resize_ratio/low_res_enough": coarse_ratio,
+        # The stripes question, asked of images that need the full resolution and of images that do not
+        "resize_ratio/stripes/needs_high_res": label_ratio, "resize_ratio/stripes/low_res_enough": coarse_ratio,
         "resize_ratio": 0.3 * label_ratio + 0.7 * coarse_ratio, "score": score, "visual_tokens": tokens,
         "decision_precision": precision, "decision_recall": recall, "score/needs_high_res": label_score,
     }  # fmt: skip
@@ -26,20 +28,40 @@ GOOD = {
     "no_penalty": adaptive(1.0, 0.6, 98.0, 60.0, 0.4, 1.0),
     "flat_penalty": adaptive(0.0, 0.0, 85.0, 16.0, 0.0, 0.0, label_score=50.0),
     "theta": [(0.05, 0.2), (0.5, 0.3), (0.9, 0.8)],
+    # The sampled policy at the end of training
+    "paper_train": {"needs_high_res": 0.8, "low_res_enough": 0.2},
 }
+# Another initialisation: only the paper penalty runs from it
+OTHER_INIT = {key: GOOD[key] for key in ("base_full", "paper", "paper_train")} | {"theta": []}
 
 
 def verdicts(measured):
-    return {claim.key: claim.reproduced for claim in check_claims(THRESHOLDS, measured)}
+    return {claim.key: claim.reproduced for claim in check_claims(THRESHOLDS, measured, "stripes")}
 
 
 def test_a_run_that_shows_every_claim_on_both_seeds_reproduces_them_all():
-    assert verdicts({0: GOOD, 1: GOOD}) == dict.fromkeys("abcdef", True)
+    assert verdicts({(0, 0): GOOD, (0, 1): GOOD, (1, 0): OTHER_INIT, (1, 1): OTHER_INIT}) == dict.fromkeys(
+        "abcdef", True
+    )
+
+
+def test_the_claims_every_initialisation_is_checked_on_fail_with_one_of_them():
+    bad = copy.deepcopy(OTHER_INIT)
+    bad["paper"]["resize_ratio/stripes/low_res_enough"] = 0.6  # asks on the same question whatever the image
+    result = verdicts({(0, 0): GOOD, (1, 0): OTHER_INIT, (2, 0): bad})
+    assert result["a"] is False and result["c"] is True
+
+
+def test_a_policy_selective_only_when_greedy_fails_a():
+    """(a) also asks the sampled policy at the end of training to be selective."""
+    unselective = dict(GOOD, paper_train={"needs_high_res": 0.7, "low_res_enough": 0.5})
+    assert verdicts({(0, 0): unselective})["a"] is False
+    assert verdicts({(0, 0): {k: v for k, v in GOOD.items() if k != "paper_train"}})["a"] is False
 
 
 def test_each_claim_fails_on_numbers_that_miss_its_threshold():
     failing = {
-        "a": ("paper", "resize_ratio/low_res_enough", 0.5),
+        "a": ("paper", "resize_ratio/stripes/low_res_enough", 0.5),
         "b": ("paper", "visual_tokens", 50.0),
         "c": ("no_penalty", "resize_ratio/low_res_enough", 0.1),
         "d": ("flat_penalty", "score/needs_high_res", 90.0),
@@ -48,13 +70,13 @@ def test_each_claim_fails_on_numbers_that_miss_its_threshold():
     for key, (variant, figure, value) in failing.items():
         bad = copy.deepcopy(GOOD)
         bad[variant][figure] = value
-        result = verdicts({0: GOOD, 1: bad})  # one seed failing is enough
+        result = verdicts({(0, 0): GOOD, (0, 1): bad})  # one seed failing is enough
         assert result[key] is False, key
     not_monotone = dict(GOOD, theta=[(0.05, 0.2), (0.5, 0.9), (0.9, 0.8)])
-    assert verdicts({0: not_monotone})["e"] is False
+    assert verdicts({(0, 0): not_monotone})["e"] is False
     too_few = dict(GOOD, theta=[(0.05, 0.2), (0.9, 0.8)])
-    assert verdicts({0: too_few})["e"] is False
+    assert verdicts({(0, 0): too_few})["e"] is False
 
 
 def test_a_claim_without_numbers_is_not_reproduced():
-    assert verdicts({0: {"theta": []}}) == dict.fromkeys("abcdef", False)
+    assert verdicts({(0, 0): {"theta": []}}) == dict.fromkeys("abcdef", False)

@@ -23,7 +23,15 @@ from visionthink.data import (
 )
 from visionthink.data.batching import CollateSamples
 from visionthink.data.datamodule import DataSource, VisionThinkDataModule
-from visionthink.data.synthetic import DIGIT_GLYPHS, STRIPES, generate_split, label_box, render, stripes_box
+from visionthink.data.synthetic import (
+    DIGIT_GLYPHS,
+    QUESTIONS,
+    STRIPES,
+    generate_split,
+    label_box,
+    render,
+    stripes_box,
+)
 from visionthink.errors import InputError
 
 
@@ -178,9 +186,42 @@ def test_synthetic_set_is_deterministic_and_labelled(tmp_path):
     fine = [row["info"]["use_tool"] for row in a]
     assert sum(fine) == round(40 * config.fine_fraction)
     for row in a:
-        assert row["info"]["use_tool"] == ("small label" in row["problem"])
+        # The label questions that need the full resolution are the stripes of 1-px labels
+        assert row["info"]["use_tool"] <= ("small label" in row["problem"])
     write_synthetic(tmp_path, config)
     assert (tmp_path / "train" / "state.json").exists()
+
+
+def test_one_stripes_question_covers_both_needs_and_only_the_image_tells_them_apart():
+    rows = list(generate_split(200, SyntheticConfig(), 3))
+    stripes = [row for row in rows if row["data_source"].endswith("/stripes")]
+    assert {row["problem"] for row in stripes} == {"<image>" + QUESTIONS["stripes"]}
+    assert {row["info"]["use_tool"] for row in stripes} == {True, False}
+    assert all(not row["info"]["use_tool"] for row in rows if row["data_source"].endswith("/colour"))
+    assert {row["original_answer"] for row in stripes} == set(STRIPES)
+
+
+def test_the_wide_label_is_read_at_low_resolution_and_the_fine_one_is_not():
+    """A probe on the low view's label pixels: which way its rows and columns vary. It reads the
+    orientation of every wide label, while a fine label's low view is the same flat grey both ways."""
+    import random
+
+    from conftest import load_config_node
+
+    synthetic = load_config_node("resolution", "synthetic")  # the box filter the miniature uses
+
+    def low_label(kind, orientation, seed):
+        image = render(224, "shape", "red", "circle", 1, (kind, orientation), random.Random(seed))
+        return np.asarray(synthetic.views(image).low.image.crop(tuple(v // 2 for v in stripes_box(224))), float)
+
+    def probe(crop):
+        grey = crop.mean(axis=2)
+        return "horizontal" if grey.mean(axis=1).std() > grey.mean(axis=0).std() else "vertical"
+
+    for seed in range(4):
+        assert [probe(low_label("wide_stripes", o, seed)) for o in STRIPES] == list(STRIPES)
+        fine = [low_label("stripes", o, seed) for o in STRIPES]
+        assert np.abs(fine[0] - fine[1]).max() == 0 and fine[0].std() < 1
 
 
 def test_splits_written_with_other_settings_are_written_again(tmp_path):

@@ -17,7 +17,7 @@ from visionthink.models import ModelConfig, load_policy
 pytestmark = pytest.mark.slow
 
 FAST = [
-    "seeds=[0]", "data.train=48", "data.val=4", "data.test=8", "grpo.steps=2",
+    "inits=[0,1]", "seeds=[0]", "data.train=48", "data.val=4", "data.test=8", "grpo.steps=2",
     'train_overrides=["data.batch_size=2","rollout.group_size=2","rollout.sampling.max_new_tokens=16",'
     '"rollout.val_sampling.max_new_tokens=16","trainer.val_check_interval=2"]', "eval.max_new_tokens=16", "theta_sweep.thetas=[0.3]",
     "theta_sweep.steps=1",
@@ -39,22 +39,27 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     text = report.read_text()
-    for heading in ("## What reproduced", "## Setup", "## The base model", "## Resize-call ratio during training",
-                    "## Accuracy and visual tokens", "## Theta sweep"):  # fmt: skip
+    for heading in ("## What reproduced", "### Initialisation 0", "### Initialisation 1", "## Setup",
+                    "## The base models", "## Resize-call ratio during training", "## Accuracy and visual tokens",
+                    "## Theta sweep"):  # fmt: skip
         assert heading in text, heading
+    # Every variant from the first initialisation, the paper penalty from the others
     for variant in ("paper", "no_penalty", "flat_penalty"):
-        assert f"| {variant} (seed 0) |" in text
+        assert f"| i0 {variant} s0 |" in text
+    assert "| i1 paper s0 |" in text and "| i1 no_penalty s0 |" not in text
     for figure in ("resize_ratio", "base", "theta"):
         assert (report.parent / "figures" / f"reproduction_{figure}.png").read_bytes()[:4] == b"\x89PNG"
     assert text.count("Reproduced") + text.count("Not reproduced") == 6
 
-    # The base stage: a save_pretrained folder that loads, and what it reads per question kind
-    # (full and 1/4 resolution, the agent prompt's resize ratio), as JSON and in MLflow.
-    base = tmp_path / "outputs" / "pretrain" / "miniature-base"
+    # The base stage of each initialisation: a save_pretrained folder that loads, and what it reads
+    # per question kind and need (full and 1/4 resolution, the agent prompt's resize ratio), as
+    # JSON and in MLflow.
+    assert (tmp_path / "outputs" / "pretrain" / "miniature-i1-base" / "perception.json").exists()
+    base = tmp_path / "outputs" / "pretrain" / "miniature-i0-base"
     perception = json.loads((base / "perception.json").read_text())
     assert {"full", "low", "resize_ratio"} <= set(perception) <= {"full", "low", "resize_ratio", "resized", "direct"}
-    assert all(set(perception[name]) == {"colour", "stripes"} for name in ("full", "low", "resize_ratio"))
-    assert all(set(by_kind) <= {"colour", "stripes"} for by_kind in perception.values())
+    groups = {"colour/low_res_enough", "stripes/needs_high_res", "stripes/low_res_enough"}
+    assert all(perception[name] and set(perception[name]) <= groups for name in ("full", "low", "resize_ratio"))
     assert all(0.0 <= value <= 1.0 for by_kind in perception.values() for value in by_kind.values())
     policy = load_policy(ModelConfig(name_or_path=str(base / "model")))
     assert sum(p.numel() for p in policy.parameters()) == sum(
@@ -63,9 +68,10 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     (run,) = client.search_runs(
         [client.get_experiment_by_name("visionthink-pretrain").experiment_id],
-        filter_string="attributes.run_name = 'miniature-base'",
+        filter_string="attributes.run_name = 'miniature-i0-base'",
     )
-    assert run.data.metrics["pretrain/full/stripes"] == perception["full"]["stripes"]
+    group = next(iter(perception["full"]))
+    assert run.data.metrics[f"pretrain/full/{group}"] == perception["full"][group]
 
     outputs = sorted(p for p in (tmp_path / "outputs").rglob("*") if p.is_file() and "reproduce" not in p.parts)
     written = {p: p.stat().st_mtime_ns for p in outputs if p.suffix in (".json", ".ckpt", ".safetensors")}

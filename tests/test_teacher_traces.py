@@ -22,6 +22,26 @@ def test_traces_restate_the_question_s_first_words_before_the_decision(builder, 
     assert 0 < sum(trace.used_high_res for trace in traces) < 16
 
 
+def test_the_view_note_says_what_the_view_shows_and_the_tool_habit_ignores_it(builder, samples):
+    """The note follows the image's need (at 1/4; at full resolution everything is seen); whether
+    the trace calls the tool does not: the same sample draws the same decision whatever it needs."""
+    from dataclasses import replace
+
+    from visionthink.training.sft import VIEW_NOTES
+
+    stripes = [s for s in samples if s.kind == "stripes"][:12]
+    assert {s.use_tool for s in stripes} == {True, False}
+    flipped = [replace(s, use_tool=not s.use_tool) for s in stripes]
+    for mode in ("adaptive", "full"):
+        traces = teacher_traces(builder, stripes, 0.5, seed=0, mode=mode, restate_words=4, describe_view=True)
+        again = teacher_traces(builder, flipped, 0.5, seed=0, mode=mode, restate_words=4, describe_view=True)
+        for sample, trace, other in zip(stripes, traces, again, strict=True):
+            note = VIEW_NOTES[bool(sample.use_tool) and mode != "full"]
+            assert trace.turns[0].text.split("\n")[2] == note, trace.turns[0].text
+            assert trace.used_high_res == other.used_high_res
+    assert len({len(builder.processor.tokenizer(note)["input_ids"]) for note in VIEW_NOTES.values()}) == 1
+
+
 def test_traces_without_restatement_open_with_the_decision(builder, samples):
     for trace in teacher_traces(builder, samples[:8], tool_fraction=0.5, seed=0):
         assert trace.turns[0].text.startswith(("<think>\nI need", "<think>\nThe image")), trace.turns[0].text

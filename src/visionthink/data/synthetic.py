@@ -6,8 +6,12 @@ inked cells carry the main-diagonal and whose blank cells the anti-diagonal of 2
 Every aligned 2x2 block of a label holds exactly two dark pixels, so halving each side turns any
 label into the same flat grey: the label's content is gone at 1/4 resolution, while the large
 shapes (colour, kind, count) survive. Questions about the shapes are answerable at low
-resolution; questions about the label are not. Each sample is labelled ``info.use_tool`` by
-construction.
+resolution; questions about the label are not.
+
+The stripes question is also asked of labels with wide stripes (``wide_stripes`` in
+``coarse_kinds``): the same sentence, but stripes of ``WIDE_STRIPE`` pixels stay stripes at 1/4
+resolution, so only the image says whether the full resolution is needed. Each sample is labelled
+``info.use_tool`` by construction.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ QUESTIONS = {
     "digit": "What digit is printed in the small label in the bottom-right corner? Answer with a number.",
 }
 FINE_KINDS = ("stripes", "digit")
-COARSE_KINDS = ("colour", "shape", "count")
+# wide_stripes asks the stripes question of a label still readable at 1/4 resolution
+COARSE_KINDS = ("colour", "shape", "count", "wide_stripes")
 STRIPES = ("horizontal", "vertical")
 DATA_SOURCE = "visionthink_synthetic"
 # The released VisionThink layout
@@ -78,14 +83,18 @@ class SyntheticConfig:
     # Label questions to ask: stripes (2 answers) and/or digit (10 answers; a 0.8M-parameter model
     # does not learn to read them within the miniature's budget, see docs/miniature.md)
     fine_kinds: tuple[str, ...] = ("stripes",)
-    # Questions answerable at low resolution: colour, shape, count
-    coarse_kinds: tuple[str, ...] = ("colour",)
+    # Questions answerable at low resolution: colour, shape, count, and wide_stripes (the stripes
+    # question of a label with wide stripes, readable at 1/4)
+    coarse_kinds: tuple[str, ...] = ("colour", "wide_stripes")
     splits: dict[str, int] = field(default_factory=lambda: {"train": 512, "val": 64, "test": 128})
     seed: int = 0
 
 
 CELL = 4  # pixels per glyph cell side; even, so 2x downsampling blocks tile it
 STRIPE_LABEL = 64  # pixels per side of the striped label
+# Stripe width of a wide label: 2 pixels at 1/4 resolution, as readable there as 1-pixel stripes
+# are at full resolution
+WIDE_STRIPE = 8
 
 
 def glyph_origin(size: int) -> tuple[int, int]:
@@ -104,12 +113,12 @@ def stripes_box(size: int) -> tuple[int, int, int, int]:
     return size - STRIPE_LABEL - 8, size - STRIPE_LABEL - 8, size - 8, size - 8
 
 
-def draw_stripes(draw: ImageDraw.ImageDraw, orientation: str, box: tuple[int, int, int, int]) -> None:
+def draw_stripes(draw: ImageDraw.ImageDraw, orientation: str, box: tuple[int, int, int, int], width: int = 1) -> None:
     left, top, right, bottom = box
     for y in range(top, bottom):
         for x in range(left, right):
             offset = y - top if orientation == "horizontal" else x - left
-            draw.point((x, y), fill=(20, 20, 20) if offset % 2 == 0 else (255, 255, 255))
+            draw.point((x, y), fill=(20, 20, 20) if (offset // width) % 2 == 0 else (255, 255, 255))
 
 
 def draw_digit(draw: ImageDraw.ImageDraw, digit: str, left: int, top: int) -> None:
@@ -128,7 +137,7 @@ def draw_digit(draw: ImageDraw.ImageDraw, digit: str, left: int, top: int) -> No
 def render(
     size: int, scene: str, colour: str, shape: str, count: int, label: tuple[str, str], rng: random.Random
 ) -> Image.Image:
-    """``label`` is ("digit", "7") or ("stripes", "horizontal")."""
+    """``label`` is ("digit", "7"), ("stripes", "horizontal") or ("wide_stripes", "vertical")."""
     background = tuple(rng.randint(225, 245) for _ in range(3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
@@ -157,7 +166,7 @@ def render(
         draw.rectangle(label_box(size), fill=(255, 255, 255))
         draw_digit(draw, value, *glyph_origin(size))
     else:
-        draw_stripes(draw, value, stripes_box(size))
+        draw_stripes(draw, value, stripes_box(size), WIDE_STRIPE if kind == "wide_stripes" else 1)
     return image
 
 
@@ -166,8 +175,10 @@ def make_sample(
 ) -> dict:
     kind = rng.choice(fine_kinds if fine else coarse_kinds)
     colour, shape, count = rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(COUNTS)
-    label_kind = kind if kind in FINE_KINDS else rng.choice(fine_kinds)
+    label_kind = kind if kind in (*FINE_KINDS, "wide_stripes") else rng.choice(fine_kinds)
     label = (label_kind, rng.choice(list(DIGIT_GLYPHS) if label_kind == "digit" else STRIPES))
+    # Both stripes questions read the same: only the label's stripes say which needs the full image
+    question = "stripes" if kind == "wide_stripes" else kind
     scene = "count" if kind == "count" else ("shape" if kind in ("colour", "shape") else rng.choice(["count", "shape"]))
     if scene == "count":
         shape = "circle"
@@ -175,9 +186,9 @@ def make_sample(
     image = render(size, scene, colour, shape, count, label, rng)
     return {
         "images": image,
-        "problem": "<image>" + QUESTIONS[kind],
+        "problem": "<image>" + QUESTIONS[question],
         "original_answer": answer,
-        "data_source": f"{DATA_SOURCE}/{kind}",
+        "data_source": f"{DATA_SOURCE}/{question}",
         "info": {"tgt_width": size // 2, "tgt_height": size // 2, "use_tool": fine},
     }
 
@@ -200,7 +211,7 @@ def generate_split(count: int, config: SyntheticConfig, split_seed: int) -> data
 
 # Raised when the generator draws other images or questions from the same settings, so that
 # splits written before are written again
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Written beside the splits: the settings they were drawn with, and which splits this wrote
 RECORD = "synthetic.json"
 

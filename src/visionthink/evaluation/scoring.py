@@ -110,10 +110,17 @@ def accounting(records: Sequence[Record], seconds: float) -> dict[str, float]:
             for t in labelled
         )
         spent = fmean(t.visual_tokens for t in labelled)
+        kinds = [t.episode.sample.kind for t in labelled]
         for label, name in ((True, "needs_high_res"), (False, "low_res_enough")):
             chosen = [u for n, u in zip(needed, used, strict=True) if n is label]
             if chosen:
                 figures[f"resize_ratio/{name}"] = fmean(chosen)
+            # Within one question kind (one wording) that has both needs: does the decision look at the image?
+            for kind in sorted(set(kinds)):
+                if {True, False} <= {n for n, k in zip(needed, kinds, strict=True) if k == kind}:
+                    figures[f"resize_ratio/{kind}/{name}"] = fmean(
+                        u for n, u, k in zip(needed, used, kinds, strict=True) if n is label and k == kind
+                    )
         figures.update(
             decision_precision=true_positive / sum(used) if sum(used) else 0.0,
             decision_recall=true_positive / sum(needed) if sum(needed) else 0.0,

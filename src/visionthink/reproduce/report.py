@@ -15,7 +15,7 @@ import torch
 from visionthink.evaluation.report import write_atomic
 from visionthink.paths import PROJECT_ROOT
 from visionthink.reproduce.claims import check_claims
-from visionthink.reproduce.stages import Recipe, run_name
+from visionthink.reproduce.stages import Recipe, run_name, variants_of
 
 MODES = ("adaptive", "full", "low")
 
@@ -107,24 +107,42 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def measurements(cfg: Any) -> tuple[dict[int, dict[str, Any]], dict[str, Any] | None]:
-    """Per seed, what the claims are checked on; and the base model's evaluation."""
+def training_runs(cfg: Any) -> dict[str, tuple[int, int, str]]:
+    """Every GRPO run's label in the report, with its (initialisation, seed, variant)."""
+    return {
+        f"i{init} {variant} s{seed}": (init, seed, variant)
+        for init in cfg.inits
+        for variant in variants_of(cfg, init)
+        for seed in cfg.seeds
+    }
+
+
+def measurements(
+    cfg: Any, histories: dict[str, dict[str, list[tuple[int, float]]]]
+) -> tuple[dict[tuple[int, int], dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Per (initialisation, seed), what the claims are checked on; and each base model's evaluation."""
     outputs = Path(cfg.paths.outputs_dir)
-    base = _load(outputs / "eval" / run_name(cfg, "eval-base") / "results.json")
-    base_modes = base["synthetic"] if base else None
-    measured: dict[int, dict[str, Any]] = {}
-    for seed in cfg.seeds:
-        m: dict[str, Any] = {"base_full": base_modes["full"] if base_modes else None}
-        for variant in cfg.variants:
-            results = _load(outputs / "eval" / run_name(cfg, f"eval-{variant}", seed) / "results.json")
-            m[variant] = results["synthetic"]["adaptive"] if results else None
-        m["theta"] = []
-        for theta in cfg.theta_sweep.thetas:
-            final = _load(outputs / "runs" / run_name(cfg, f"theta-{theta}", seed) / "final_metrics.json")
-            if final and "val/resize_ratio" in final:
-                m["theta"].append((float(theta), final["val/resize_ratio"]))
-        measured[seed] = m
-    return measured, base_modes
+    bases: dict[int, dict[str, Any]] = {}
+    measured: dict[tuple[int, int], dict[str, Any]] = {}
+    for init in cfg.inits:
+        base = _load(outputs / "eval" / run_name(cfg, "eval-base", init=init) / "results.json")
+        if base:
+            bases[init] = base["synthetic"]
+        for seed in cfg.seeds:
+            m: dict[str, Any] = {"base_full": bases[init]["full"] if init in bases else None}
+            for variant in variants_of(cfg, init):
+                results = _load(outputs / "eval" / run_name(cfg, f"eval-{variant}", seed, init) / "results.json")
+                m[variant] = results["synthetic"]["adaptive"] if results else None
+            curves = histories.get(f"i{init} paper s{seed}", {})
+            need, rest = (_final(curves.get(f"train/resize_ratio/{n}")) for n in ("needs_high_res", "low_res_enough"))
+            m["paper_train"] = {"needs_high_res": need, "low_res_enough": rest} if None not in (need, rest) else None
+            m["theta"] = []
+            for theta in cfg.theta_sweep.thetas if init == cfg.inits[0] else []:
+                final = _load(outputs / "runs" / run_name(cfg, f"theta-{theta}", seed, init) / "final_metrics.json")
+                if final and "val/resize_ratio" in final:
+                    m["theta"].append((float(theta), final["val/resize_ratio"]))
+            measured[(init, seed)] = m
+    return measured, bases
 
 
 def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
@@ -132,24 +150,27 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     report = Path(cfg.report)
     figures = report.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    variants = list(cfg.variants)
+    first = cfg.inits[0]
+    wording = recipe.fine_kinds[0]
     tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{outputs / 'mlflow.db'}")
     keys = ["train/resize_ratio", "train/resize_ratio/needs_high_res", "train/resize_ratio/low_res_enough",
             "train/accuracy", "train/reward"]  # fmt: skip
+    runs = training_runs(cfg)
     histories = _histories(
-        tracking, {f"{v} (seed {s})": run_name(cfg, f"grpo-{v}", s) for s in cfg.seeds for v in variants}, keys
-    )
+        tracking, {label: run_name(cfg, f"grpo-{variant}", seed, init) for label, (init, seed, variant) in runs.items()},
+        keys,
+    )  # fmt: skip
     _plot_resize(histories, figures / "reproduction_resize_ratio.png")
-    measured, base = measurements(cfg)
-    sweeps = {seed: m["theta"] for seed, m in measured.items() if m["theta"]}
+    measured, bases = measurements(cfg, histories)
+    sweeps = {seed: m["theta"] for (init, seed), m in measured.items() if m["theta"]}
     if sweeps:
         _plot_theta(sweeps, figures / "reproduction_theta.png")
-    perception = _load(outputs / "pretrain" / run_name(cfg, "base") / "perception.json")
-    if (outputs / "pretrain" / run_name(cfg, "base") / "perception.png").exists():
-        shutil.copyfile(
-            outputs / "pretrain" / run_name(cfg, "base") / "perception.png", figures / "reproduction_base.png"
-        )
-    claims = check_claims(cfg.claims, measured)
+    perceptions = {init: _load(outputs / "pretrain" / run_name(cfg, "base", init=init) / "perception.json")
+                   for init in cfg.inits}  # fmt: skip
+    base_plot = outputs / "pretrain" / run_name(cfg, "base", init=first) / "perception.png"
+    if base_plot.exists():
+        shutil.copyfile(base_plot, figures / "reproduction_base.png")
+    claims = check_claims(cfg.claims, measured, wording)
 
     lines = [
         "# VisionThink in miniature: reproduction report",
@@ -158,32 +179,43 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
         "",
         "## What reproduced",
         "",
-        f"Seeds {list(cfg.seeds)}; a claim is reproduced when it holds for every seed. Thresholds were fixed in "
-        "`conf/reproduce.yaml` before the run.",
+        f"Tiny initialisations (`model.tiny.seed`) {list(cfg.inits)}, GRPO seeds {list(cfg.seeds)}, one recipe for all. "
+        f"(a), (b) and (f) are checked on every initialisation and seed; (c), (d) and (e) on the seeds of "
+        f"initialisation {first}. A claim is reproduced when it holds on every run it is checked on. Thresholds "
+        "were fixed in `conf/reproduce.yaml` before the run.",
         "",
-        "| claim | threshold | " + " | ".join(f"seed {s}" for s in cfg.seeds) + " | verdict |",
-        "|---|---|" + "---|" * len(cfg.seeds) + "---|",
-    ]
+        "| claim | threshold | runs where it holds | verdict |",
+        "|---|---|---|---|",
+    ]  # fmt: skip
     for claim in claims:
-        cells = [f"{claim.evidence.get(s, '-')} ({'holds' if claim.holds.get(s) else 'fails'})" for s in cfg.seeds]
         verdict = "Reproduced" if claim.reproduced else "Not reproduced"
-        lines.append(
-            f"| ({claim.key}) {claim.statement} | {claim.threshold} | " + " | ".join(cells) + f" | {verdict} |"
-        )
+        lines.append(f"| ({claim.key}) {claim.statement} | {claim.threshold} | "
+                     f"{sum(claim.holds.values())} of {len(claim.holds)} | {verdict} |")  # fmt: skip
+    for init in cfg.inits:
+        checked = [c for c in claims if any(i == init for i, _ in c.holds)]
+        lines += ["", f"### Initialisation {init}", "",
+                  "| claim | " + " | ".join(f"seed {s}" for s in cfg.seeds) + " |", "|---|" + "---|" * len(cfg.seeds)]  # fmt: skip
+        for claim in checked:
+            cells = [f"{claim.evidence.get((init, s), '-')} ({'holds' if claim.holds.get((init, s)) else 'fails'})"
+                     for s in cfg.seeds]  # fmt: skip
+            lines.append(f"| ({claim.key}) | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Setup",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        f"- model: `{cfg.model}` (random init), then the base stage (`src/pretrain.py {' '.join(cfg.base.overrides)}`): "
-        "it learns to answer every question kind at full and 1/4 resolution with the tool-less prompt, and the agent "
-        f"prompt `{recipe.prompt}`'s format with the tool called at random, whatever the question (the decision is not taught)",
-        f"- data: synthetic, {cfg.data.train}/{cfg.data.val}/{cfg.data.test} (train/val/test), {recipe.fine_fraction:.0%} label "
-        f"questions ({', '.join(recipe.fine_kinds)}: unreadable at 1/4 resolution), the rest {', '.join(recipe.coarse_kinds)}",
+        f"- model: `{cfg.model}` (random init, `model.tiny.seed` in {list(cfg.inits)}), then the base stage (`src/pretrain.py "
+        f"{' '.join(cfg.base.overrides)}`): it learns to answer every question at full and 1/4 resolution with the tool-less "
+        f"prompt, to say whether the view shows the asked detail, and the agent prompt `{recipe.prompt}`'s format with the "
+        "tool called at random, whatever the image needs (the decision is not taught)",
+        f"- data: synthetic, {cfg.data.train}/{cfg.data.val}/{cfg.data.test} (train/val/test), {recipe.fine_fraction:.0%} of "
+        f"questions need the full resolution ({', '.join(recipe.fine_kinds)} of a 1-px label: unreadable at 1/4), the rest "
+        f"{', '.join(recipe.coarse_kinds)} (wide_stripes: the same {wording} question of a label readable at 1/4)",
         f"- GRPO: the recipe of `make train` ({' '.join(recipe.overrides)}), {cfg.grpo.steps} steps of {recipe.batch_size} "
         f"prompts x {recipe.group_size} rollouts, lr {recipe.lr}; variants: "
-        + ", ".join(f"`{v}` ({' '.join(cfg.variants[v])})" for v in variants),
-        f"- theta sweep: {list(cfg.theta_sweep.thetas)}, {cfg.theta_sweep.steps} steps each, paper penalty",
+        + ", ".join(f"`{v}` ({' '.join(cfg.variants[v])})" for v in cfg.variants)
+        + f"; from every initialisation: {', '.join(cfg.every_init)}",
+        f"- theta sweep (initialisation {first}): {list(cfg.theta_sweep.thetas)}, {cfg.theta_sweep.steps} steps each, paper penalty",
         "",
         "| stage | seconds | command |",
         "|---|---|---|",
@@ -192,33 +224,36 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
               else f"| {s['name']} | (earlier run) | {s['command']} |" for s in stages]  # fmt: skip
     total = sum(s["seconds"] for s in stages if s.get("seconds") is not None)
     lines += ["", f"Stages run by this invocation: {total / 60:.1f} minutes in all."]
-    if perception:
-        lines += ["", "## The base model", "", "![base](figures/reproduction_base.png)", "",
-                  "Agent prompt sampled at temperature 1: how often it asks, and its accuracy when it asked and "
-                  "when it answered directly (the reward gap GRPO starts from).", "",
-                  "| question kind | full resolution | 1/4 resolution | resize ratio (agent prompt, sampled) "
-                  "| accuracy after asking | accuracy answering directly |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for kind in perception["full"]:
-            lines.append(f"| {kind} | {_pct(perception['full'][kind])} | {_pct(perception['low'][kind])} | "
+    lines += ["", "## The base models", "", f"![base](figures/reproduction_base.png) (initialisation {first})", "",
+              "Greedy accuracy with the tool-less prompt; the agent prompt sampled at temperature 1: how often it asks, "
+              "and its accuracy when it asked and when it answered directly (the reward gap GRPO starts from). Within "
+              f"the {wording} question the base asks as often on images that need the full resolution as on the others.",
+              "", "| init | question / need | full resolution | 1/4 resolution | resize ratio (agent prompt, sampled) "
+              "| accuracy after asking | accuracy answering directly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for init, perception in perceptions.items():
+        for kind in (perception or {}).get("full", {}):
+            lines.append(f"| {init} | {kind} | {_pct(perception['full'][kind])} | {_pct(perception['low'][kind])} | "
                          f"{_pct(perception['resize_ratio'].get(kind))} | {_pct(perception.get('resized', {}).get(kind))} | "
                          f"{_pct(perception.get('direct', {}).get(kind))} |")  # fmt: skip
     lines += ["", "## Resize-call ratio during training (paper Fig. 3 / 8 analogue)", "",
               "![resize ratio](figures/reproduction_resize_ratio.png)", "",
-              "Final values are means over the last fifth of the training steps.", "",
-              "| run | final resize ratio, label questions | final, coarse questions | final train accuracy |",
+              "Sampled rollouts; final values are means over the last fifth of the training steps.", "",
+              "| run | final resize ratio, images that need the full resolution | final, the others | final train accuracy |",
               "|---|---|---|---|"]  # fmt: skip
     for label, series in histories.items():
         last = {k: _final(series.get(k)) for k in keys}
         lines.append(f"| {label} | {_pct(last['train/resize_ratio/needs_high_res'])} | "
                      f"{_pct(last['train/resize_ratio/low_res_enough'])} | {_pct(last['train/accuracy'])} |")  # fmt: skip
     lines += ["", "## Accuracy and visual tokens (paper Table 2 analogue, synthetic test set, greedy, adaptive mode)", "",
-              "`% of full` compares with the base model at full resolution (paper Table 2 compares with Qwen2.5-VL at full resolution).", "",
-              "| policy | accuracy | label / coarse accuracy | % of full | visual tokens | % of full tokens | resize ratio label / coarse | precision / recall |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    rows = [(f"base, {mode}", base.get(mode)) for mode in MODES] if base else []
-    rows += [(f"{variant} (seed {seed})", m[variant]) for seed, m in measured.items() for variant in variants]
-    full = base.get("full") if base else None
-    for label, f in rows:
+              "`% of full` compares with the same initialisation's base model at full resolution (paper Table 2 compares "
+              "with Qwen2.5-VL at full resolution).", "",
+              f"| policy | accuracy | needs it / not accuracy | % of full | visual tokens | % of full tokens | resize ratio "
+              f"needs it / not | {wording}: needs it / not | precision / recall |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [(init, f"i{init} base, {mode}", modes.get(mode)) for init, modes in bases.items() for mode in MODES]
+    rows += [(init, label, measured[(init, seed)].get(variant)) for label, (init, seed, variant) in runs.items()]
+    for init, label, f in rows:
+        full = bases.get(init, {}).get("full")
         if not f:
             continue
         share = f"{100 * f['score'] / full['score']:.0f}%" if full and full["score"] else "-"
@@ -226,17 +261,23 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
         decision = f"{f['decision_precision']:.2f} / {f['decision_recall']:.2f}" if "decision_precision" in f else "-"
         lines.append(f"| {label} | {f['score']:.1f} | {_score(f.get('score/needs_high_res'))} / {_score(f.get('score/low_res_enough'))} | "
                      f"{share} | {f['visual_tokens']:.1f} | {tokens} | {_pct(f.get('resize_ratio/needs_high_res'))} / "
-                     f"{_pct(f.get('resize_ratio/low_res_enough'))} | {decision} |")  # fmt: skip
+                     f"{_pct(f.get('resize_ratio/low_res_enough'))} | {_pct(f.get(f'resize_ratio/{wording}/needs_high_res'))} / "
+                     f"{_pct(f.get(f'resize_ratio/{wording}/low_res_enough'))} | {decision} |")  # fmt: skip
     if sweeps:
-        lines += ["", "## Theta sweep (final validation resize ratio)", "", "![theta](figures/reproduction_theta.png)", "",
+        lines += ["", f"## Theta sweep (initialisation {first}, final validation resize ratio)", "",
+                  "![theta](figures/reproduction_theta.png)", "",
                   "| seed | " + " | ".join(f"theta {t}" for t in cfg.theta_sweep.thetas) + " |",
                   "|---|" + "---|" * len(cfg.theta_sweep.thetas)]  # fmt: skip
         for seed, sweep in sweeps.items():
             lines.append(f"| {seed} | " + " | ".join(_pct(ratio) for _, ratio in sorted(sweep)) + " |")
-    first = run_name(cfg, f"eval-{variants[0]}", cfg.seeds[0]) if variants else None
-    samples = _load(outputs / "eval" / first / "samples" / "synthetic__adaptive.json") if first else None
+    shown = run_name(cfg, "eval-paper", cfg.seeds[0], first)
+    samples = _load(outputs / "eval" / shown / "samples" / "synthetic__adaptive.json")
     if samples:
-        lines += ["", f"## Sample trajectories ({variants[0]}, seed {cfg.seeds[0]}, adaptive mode)", ""]
+        lines += [
+            "",
+            f"## Sample trajectories (paper penalty, initialisation {first}, seed {cfg.seeds[0]}, adaptive mode)",
+            "",
+        ]
         for sample in samples[:4]:
             lines += [
                 f"- **{sample['question']}** (answer `{sample['answer']}`, needs high resolution: {sample['needs_high_res']}; "

@@ -75,94 +75,103 @@ def write_data(cfg: Any, recipe: Recipe) -> None:
         coarse_kinds=tuple(recipe.coarse_kinds), splits=splits))  # fmt: skip
 
 
-def run_name(cfg: Any, stage: str, seed: int | None = None) -> str:
-    """Every run's name, shared with the report: <name>-base, <name>-s<seed>-grpo-paper, ..."""
-    return f"{cfg.name}-{stage}" if seed is None else f"{cfg.name}-s{seed}-{stage}"
+def run_name(cfg: Any, stage: str, seed: int | None = None, init: int | None = None) -> str:
+    """Every run's name, shared with the report: <name>-i<init>-base, <name>-i<init>-s<seed>-grpo-paper, ..."""
+    parts = [cfg.name] + ([f"i{init}"] if init is not None else []) + ([f"s{seed}"] if seed is not None else [])
+    return "-".join([*parts, stage])
 
 
-def base_model(cfg: Any) -> Path:
-    return Path(cfg.paths.outputs_dir) / "pretrain" / run_name(cfg, "base") / "model"
+def base_model(cfg: Any, init: int) -> Path:
+    return Path(cfg.paths.outputs_dir) / "pretrain" / run_name(cfg, "base", init=init) / "model"
+
+
+def variants_of(cfg: Any, init: int) -> list[str]:
+    """The GRPO variants run from an initialisation: all of them from the first, those named in
+    ``every_init`` from the others."""
+    return list(cfg.variants) if init == cfg.inits[0] else [v for v in cfg.variants if v in cfg.every_init]
 
 
 def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
-    """The shared base stage and its evaluation, then for every seed the GRPO variants, their
-    evaluations and the theta sweep."""
+    """For every initialisation its base stage and the base's evaluation, then for every seed the
+    GRPO variants and their evaluations; the theta sweep from the first initialisation."""
     outputs = Path(cfg.paths.outputs_dir)
-    shared = [
-        f"paths.outputs_dir={outputs}",
-        f"paths.data_dir={data_dir(cfg)}",
-        f"model={cfg.model}",
-    ]
     kinds = [
         f"data.synthetic.coarse_kinds=[{','.join(recipe.coarse_kinds)}]",
         f"data.synthetic.fine_kinds=[{','.join(recipe.fine_kinds)}]",
     ]
     splits = f"data.synthetic.splits={{train: {cfg.data.train}, val: {cfg.data.val}, test: {cfg.data.test}}}"
-    base = base_model(cfg)
-    stages = [
-        Stage(
-            "base",
-            "pretrain.py",
-            shared
-            + [
-                f"run_name={run_name(cfg, 'base')}",
-                f"prompt={recipe.prompt}",
-                "seed=0",
-                *kinds,
-                *cfg.base.overrides,
-            ],
-            base.parent / "perception.json",
-        ),  # fmt: skip
-    ]
-    evaluation = shared + [
-        f"model.name_or_path={base}", f"prompt@prompts.adaptive={recipe.prompt}", f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
-    ]  # fmt: skip
-    stages.append(evaluate_stage(cfg, "eval-base", evaluation, outputs))
-    for seed in cfg.seeds:
-        # The recipe first: the model, paths and sizes of the reproduction override it
-        grpo = recipe.overrides + shared + [
-            splits, f"seed={seed}", f"model.name_or_path={base}", "callbacks.model_checkpoint.every_n_train_steps=5",
+    stages = []
+    for init in cfg.inits:
+        shared = [
+            f"paths.outputs_dir={outputs}", f"paths.data_dir={data_dir(cfg)}", f"model={cfg.model}",
+            f"model.tiny.seed={init}",
         ]  # fmt: skip
-        for variant, overrides in cfg.variants.items():
-            run = run_name(cfg, f"grpo-{variant}", seed)
-            stages.append(
-                Stage(
-                    f"s{seed}-grpo-{variant}",
-                    "train.py",
-                    grpo + [f"run_name={run}", f"trainer.max_steps={cfg.grpo.steps}", *overrides],
-                    outputs / "runs" / run / "final_metrics.json",
-                )  # fmt: skip
+        base = base_model(cfg, init)
+        stages.append(
+            Stage(
+                f"i{init}-base",
+                "pretrain.py",
+                shared
+                + [
+                    f"run_name={run_name(cfg, 'base', init=init)}",
+                    f"prompt={recipe.prompt}",
+                    "seed=0",
+                    *kinds,
+                    *cfg.base.overrides,
+                ],  # fmt: skip
+                base.parent / "perception.json",
             )
-            checkpoint = outputs / "runs" / run / "checkpoints" / "last.ckpt"
-            stages.append(
-                evaluate_stage(
-                    cfg,
-                    run_name(cfg, f"eval-{variant}", seed),
-                    evaluation + [f"seed={seed}", f"checkpoint={checkpoint}"],
-                    outputs,
+        )
+        evaluation = shared + [
+            f"model.name_or_path={base}", f"prompt@prompts.adaptive={recipe.prompt}", f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
+        ]  # fmt: skip
+        stages.append(evaluate_stage(cfg, run_name(cfg, "eval-base", init=init), evaluation, outputs))
+        for seed in cfg.seeds:
+            # The recipe first: the model, paths and sizes of the reproduction override it
+            grpo = recipe.overrides + shared + [
+                splits, f"seed={seed}", f"model.name_or_path={base}", "callbacks.model_checkpoint.every_n_train_steps=5",
+            ]  # fmt: skip
+            for variant in variants_of(cfg, init):
+                run = run_name(cfg, f"grpo-{variant}", seed, init)
+                stages.append(
+                    Stage(
+                        f"i{init}-s{seed}-grpo-{variant}",
+                        "train.py",
+                        grpo + [f"run_name={run}", f"trainer.max_steps={cfg.grpo.steps}", *cfg.variants[variant]],
+                        outputs / "runs" / run / "final_metrics.json",
+                    )  # fmt: skip
                 )
-            )
-        for theta in cfg.theta_sweep.thetas:
-            run = run_name(cfg, f"theta-{theta}", seed)
-            stages.append(
-                Stage(
-                    f"s{seed}-theta-{theta}",
-                    "train.py",
-                    grpo
-                    + [
-                        f"run_name={run}",
-                        f"trainer.max_steps={cfg.theta_sweep.steps}",
-                        "reward.penalty_mode=paper",
-                        f"reward.penalty_theta={theta}",
-                    ],
-                    outputs / "runs" / run / "final_metrics.json",
-                )  # fmt: skip
-            )
+                checkpoint = outputs / "runs" / run / "checkpoints" / "last.ckpt"
+                stages.append(
+                    evaluate_stage(
+                        cfg,
+                        run_name(cfg, f"eval-{variant}", seed, init),
+                        evaluation + [f"seed={seed}", f"checkpoint={checkpoint}"],
+                        outputs,
+                    )
+                )
+            if init != cfg.inits[0]:
+                continue
+            for theta in cfg.theta_sweep.thetas:
+                run = run_name(cfg, f"theta-{theta}", seed, init)
+                stages.append(
+                    Stage(
+                        f"i{init}-s{seed}-theta-{theta}",
+                        "train.py",
+                        grpo
+                        + [
+                            f"run_name={run}",
+                            f"trainer.max_steps={cfg.theta_sweep.steps}",
+                            "reward.penalty_mode=paper",
+                            f"reward.penalty_theta={theta}",
+                        ],  # fmt: skip
+                        outputs / "runs" / run / "final_metrics.json",
+                    )
+                )
     return stages
 
 
-def evaluate_stage(cfg: Any, name: str, overrides: list[str], outputs: Path) -> Stage:
-    run = name if name.startswith(cfg.name) else run_name(cfg, name)
+def evaluate_stage(cfg: Any, run: str, overrides: list[str], outputs: Path) -> Stage:
     return Stage(
         run.removeprefix(f"{cfg.name}-"), "evaluate.py", overrides + [f"run_name={run}"],
         outputs / "eval" / run / "results.json",

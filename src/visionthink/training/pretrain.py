@@ -27,6 +27,14 @@ from visionthink.rollout.engine import SamplingConfig
 from visionthink.rollout.hf_engine import TransformersRolloutEngine
 
 
+def report_group(sample: Sample) -> str:
+    """A sample's row in the report: its question kind, and whether it needs the full resolution
+    when the data says (the same question can need it or not)."""
+    if sample.use_tool is None:
+        return sample.kind
+    return f"{sample.kind}/{'needs_high_res' if sample.use_tool else 'low_res_enough'}"
+
+
 def perception_report(
     policy: Any,
     processor: Any,
@@ -39,8 +47,8 @@ def perception_report(
     batch_size: int = 32,
     sampled_rollouts: int = 4,
 ) -> dict[str, dict[str, float]]:
-    """``{"full": {kind: accuracy}, "low": {...}, "resize_ratio": {kind: ratio}, "resized": {kind:
-    accuracy}, "direct": {...}}``: accuracy with greedy decoding; the agent prompt sampled at
+    """``{"full": {group: accuracy}, "low": {...}, "resize_ratio": {group: ratio}, "resized": {group:
+    accuracy}, "direct": {...}}`` per question kind and need (``report_group``): accuracy with greedy decoding; the agent prompt sampled at
     temperature 1, ``sampled_rollouts`` per question as GRPO will start from it: how often it asks,
     and how often it is right when it asked and when it answered directly (the reward gap GRPO has
     to learn from; a kind without such rollouts is left out)."""
@@ -60,7 +68,7 @@ def perception_report(
             trajectories = driver.run(episodes, sampled if name == "resize_ratio" else greedy, seed=start)
             verdicts = judge_trajectories(trajectories, judge, "lenient")
             for trajectory, verdict in zip(trajectories, verdicts, strict=True):
-                kind, correct = trajectory.episode.sample.kind, float(bool(verdict.correct))
+                kind, correct = report_group(trajectory.episode.sample), float(bool(verdict.correct))
                 if name == "resize_ratio":
                     by_kind[name][kind].append(float(trajectory.used_high_res))
                     by_kind["resized" if trajectory.used_high_res else "direct"][kind].append(correct)
@@ -79,13 +87,13 @@ def plot_report(report: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     kinds = sorted(report["full"])
-    figure, axis = plt.subplots(figsize=(1.6 * len(kinds) + 2, 3.2))
+    figure, axis = plt.subplots(figsize=(2.2 * len(kinds) + 2, 3.4))
     width = 0.38
     for offset, mode in ((-width / 2, "full"), (width / 2, "low")):
         axis.bar(
             [i + offset for i in range(len(kinds))], [report[mode][k] for k in kinds], width, label=f"{mode} resolution"
         )
-    axis.set_xticks(range(len(kinds)), kinds)
+    axis.set_xticks(range(len(kinds)), [kind.replace("/", "\n") for kind in kinds], fontsize=8)
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("accuracy (tool-less prompt)")
     axis.set_title("What the base model reads")
@@ -127,6 +135,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
         plain_fraction=cfg.pretrain.perception_fraction,
         train_guesses=cfg.pretrain.train_guesses,
         restate_words=cfg.pretrain.restate_words,
+        describe_view=cfg.pretrain.describe_view,
         seed=cfg.seed,
     )
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]

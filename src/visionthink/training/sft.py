@@ -43,12 +43,21 @@ class TracePlan:
     answer: str
     # The question (or its first words), restated at the start of the first turn's reasoning
     question: str = ""
+    # What the first view shows of the asked detail (VIEW_NOTES), said before the decision
+    view_note: str = ""
 
 
-def restatement(question: str) -> str:
-    """The first line of the reasoning: the question restated. A small model takes its decision
-    (answer or call the tool) at the next token, where the question's words are then close by."""
-    return "<think>\n" + (f"{question}\n" if question else "")
+# What the first view shows of what the question asks about: perception, said whatever the trace
+# then does (its tool call is drawn independently), so the base learns to look, not to decide
+# (equally long, so that the decision token sits at the same place either way)
+VIEW_NOTES = {True: "It is too small.", False: "I can see it."}
+
+
+def restatement(question: str, view_note: str = "") -> str:
+    """The opening of the reasoning: the question restated, then what the view shows of it. A small
+    model takes its decision (answer or call the tool) at the next token, where these words are
+    then close by."""
+    return "<think>\n" + "".join(f"{line}\n" for line in (question, view_note) if line)
 
 
 def first_words(question: str, words: int) -> str:
@@ -57,16 +66,16 @@ def first_words(question: str, words: int) -> str:
     return " ".join(split if words < 0 else split[:words])
 
 
-def tool_call_text(prompt: PromptSpec, question: str = "") -> str:
-    reasoning = f"{restatement(question)}I need a closer look at the image.\n</think>\n"
+def tool_call_text(prompt: PromptSpec, question: str = "", view_note: str = "") -> str:
+    reasoning = f"{restatement(question, view_note)}I need a closer look at the image.\n</think>\n"
     if prompt.tool_protocol == "tag":
         return reasoning + prompt.resize_tag
     call = json.dumps({"name": "resize_image", "arguments": {"action": "resize"}})
     return f"{reasoning}<tool_call>\n{call}\n</tool_call>"
 
 
-def answer_opening(question: str = "") -> str:
-    return f"{restatement(question)}The image shows it.\n</think>\n<answer>"
+def answer_opening(question: str = "", view_note: str = "") -> str:
+    return f"{restatement(question, view_note)}The image shows it.\n</think>\n<answer>"
 
 
 # After the tool result the reasoning starts differently: reinforcing a good answer from the
@@ -93,12 +102,12 @@ class TeacherEngine:
         for plan, request in zip(plans, requests, strict=True):
             first_turn = len(request.images) == 1
             if plan.call_tool and first_turn:
-                text = tool_call_text(self.prompt, plan.question)
+                text = tool_call_text(self.prompt, plan.question, plan.view_note)
                 continuing.append(plan)
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
             else:
                 # Tokenised in three pieces so the answer's tokens can be located (and masked).
-                opening = answer_opening(plan.question) if first_turn else ANSWER_AFTER_TOOL_OPEN
+                opening = answer_opening(plan.question, plan.view_note) if first_turn else ANSWER_AFTER_TOOL_OPEN
                 # Dataset text (the answer) is literal text, never control tokens
                 ids = [
                     t
@@ -135,19 +144,22 @@ def teacher_traces(
     mode: str = "adaptive",
     train_guesses: bool = False,
     restate_words: int = 0,
+    describe_view: bool = False,
 ) -> list[Trajectory]:
     """Traces in ``builder``'s prompt; with a tool-less prompt every trace answers directly from
     the ``mode`` view (full or low). A share ``tool_fraction`` of the agent prompt's traces (one
     number, or one per question kind) call the tool, drawn per sample whatever it needs.
     ``train_guesses`` keeps the answers of unreadable questions in the loss (the model learns to
     guess at chance, as a pretrained VLM does); ``restate_words`` opens the reasoning with that
-    many of the question's first words (-1: all)."""
+    many of the question's first words (-1: all); ``describe_view`` then says whether the first
+    view shows the asked detail (from the sample's ``use_tool`` label: at full resolution it does)."""
     tool = builder.prompt.uses_tool
     plans = [
         TracePlan(
             call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_probability(tool_fraction, s),
             answer=s.answer,
             question=first_words(s.question, restate_words),
+            view_note=VIEW_NOTES[bool(s.use_tool) and mode != "full"] if describe_view else "",
         )
         for s in samples
     ]
@@ -185,12 +197,13 @@ class SFTModule(L.LightningModule):
         vision_lr_scale: float = 1.0,
         train_guesses: bool = False,
         restate_words: int = 0,
+        describe_view: bool = False,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
         self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale
-        self.train_guesses, self.restate_words = train_guesses, restate_words
+        self.train_guesses, self.restate_words, self.describe_view = train_guesses, restate_words, describe_view
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -230,7 +243,14 @@ class SFTModule(L.LightningModule):
         for (prompt, mode), members in sorted(groups.items()):
             builder = self.plain_builder if prompt == "plain" else self.builder
             traces += teacher_traces(
-                builder, members, self.tool_fraction, seed, mode, self.train_guesses, self.restate_words
+                builder,
+                members,
+                self.tool_fraction,
+                seed,
+                mode,
+                self.train_guesses,
+                self.restate_words,
+                self.describe_view,
             )
         return traces
 
