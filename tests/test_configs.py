@@ -47,7 +47,9 @@ def test_default_run_is_the_miniature_from_the_tiny_base_model():
     assert cfg.prompt.name == "agent_compact"
     assert cfg.data.batch_size == 8 and cfg.rollout.group_size == 8
     assert cfg.judge._target_.endswith("RuleJudge")
-    assert cfg.reward.penalty_theta == 0.2
+    # Above the share of right blind answers to a three-way label; the paper's recipe keeps 0.2
+    assert cfg.reward.penalty_theta == 0.6
+    assert compose_train(["experiment=visionthink_7b"]).reward.penalty_theta == 0.2
 
 
 def test_real_checkpoint_configs_need_no_remote_code():
@@ -155,7 +157,8 @@ def test_default_options_repeat_the_dataclass_defaults(group):
     from hydra._internal.utils import _locate
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        node = compose(config_name="train", overrides=["grpo=default"])[group]  # without the tests' smaller settings
+        # The groups' own files, without the default experiment's recipe or the tests' smaller settings
+        node = compose(config_name="train", overrides=["~experiment", "grpo=default"])[group]
     cls = _locate(node._target_)
     assert dataclasses.is_dataclass(cls)
     assert not disagreements(node, field_defaults(cls), group)
@@ -168,6 +171,9 @@ DEPARTURES = {
     "grpo": "the miniature's recipe (grpo/miniature.yaml; grpo/default.yaml repeats the code's)",
     "prompt": "a prompt's tools are its text, not a default", "data.val.limit": "the validation split's own size",
     "rollout.val_sampling.greedy": "SamplingConfig serves both; validation decodes greedily",
+    "rollout.sampling.max_new_tokens": "the miniature's traces (experiment/miniature.yaml)",
+    "rollout.val_sampling.max_new_tokens": "the miniature's traces (experiment/miniature.yaml)",
+    "reward.penalty_theta": "above the miniature's guess rate (experiment/miniature.yaml)",
 }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ chance, and the restated question the decision token follows."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from visionthink.episode.parser import ToolCall
 from visionthink.errors import InputError
@@ -27,7 +28,7 @@ def test_the_view_note_says_what_the_view_shows_and_the_tool_habit_ignores_it(bu
     the trace calls the tool does not: the same sample draws the same decision whatever it needs."""
     from dataclasses import replace
 
-    from visionthink.training.sft import VIEW_NOTES
+    from visionthink.training.sft import DECISIONS, VIEW_NOTES
 
     stripes = [s for s in samples if s.kind == "stripes"][:12]
     assert {s.use_tool for s in stripes} == {True, False}
@@ -37,7 +38,8 @@ def test_the_view_note_says_what_the_view_shows_and_the_tool_habit_ignores_it(bu
         again = teacher_traces(builder, flipped, 0.5, seed=0, mode=mode, restate_words=4, describe_view=True)
         for sample, trace, other in zip(stripes, traces, again, strict=True):
             note = VIEW_NOTES[bool(sample.use_tool) and mode != "full"]
-            assert trace.turns[0].text.split("\n")[2] == note, trace.turns[0].text
+            # The decision's first token follows the note's last word
+            assert trace.turns[0].text.split("\n")[2] + "\n" == note + DECISIONS[trace.used_high_res]
             assert trace.used_high_res == other.used_high_res
     assert len({len(builder.processor.tokenizer(note)["input_ids"]) for note in VIEW_NOTES.values()}) == 1
 
@@ -86,8 +88,45 @@ def test_the_base_report_splits_sampled_accuracy_by_whether_the_rollout_asked(
     )
 
     def share(kind, answer):
-        return sum(s.answer == answer for s in chosen if s.kind == kind) / sum(s.kind == kind for s in chosen)
+        members = [s for s in chosen if pretrain.report_group(s) == kind]
+        return sum(s.answer == answer for s in members) / len(members)
 
-    assert report["resize_ratio"] == {"colour": 0.0, "stripes": 1.0}
-    assert report["resized"] == {"stripes": share("stripes", "horizontal")}
-    assert report["direct"] == {"colour": share("colour", "blue")}
+    groups = {pretrain.report_group(s) for s in chosen}
+    stripes = {g for g in groups if g.startswith("stripes")}
+    assert stripes and "colour/low_res_enough" in groups
+    assert report["resize_ratio"] == {g: float(g in stripes) for g in groups}
+    assert report["resized"] == {g: share(g, "horizontal") for g in stripes}
+    assert report["direct"] == {"colour/low_res_enough": share("colour/low_res_enough", "blue")}
+
+
+def test_the_answer_weight_scales_the_answer_tokens_in_the_loss(builder, samples, model):
+    """The span the weight applies to is the final answer; the loss with a weight is the weighted
+    mean of the trace tokens' negative log-likelihoods."""
+    from visionthink.grpo.logprobs import token_logprobs
+    from visionthink.models.family import family_of
+    from visionthink.training.sft import SFTModule, answer_span
+
+    tokenizer = builder.processor.tokenizer
+    chosen = [s for s in samples if not s.use_tool][:6]
+    traces = teacher_traces(builder, chosen, 0.5, seed=0, restate_words=4)
+    spans = [answer_span(trace, tokenizer) for trace in traces]
+    assert [tokenizer.decode(t.token_ids[span]) for t, span in zip(traces, spans, strict=True)] == [
+        s.answer for s in chosen
+    ]
+    ids = family_of(model).special_token_ids(tokenizer)
+    module = SFTModule(
+        model=None, prompt=builder.prompt, resolution=builder.resolution, optimizer=None, answer_weight=8
+    )
+    module.policy, module.processor, module.ids, module.builder = model, builder.processor, ids, builder
+    module.traces = lambda batch_samples, seed: traces
+    loss, _ = module._loss(type("Batch", (), {"samples": chosen})(), seed=0)
+    with torch.no_grad():
+        logprobs, mask = token_logprobs(model, traces, ids.pad, ids.image)
+    total, weight = 0.0, 0.0
+    for row, (trace, span) in enumerate(zip(traces, spans, strict=True)):
+        for t in range(1, len(trace.token_ids)):
+            if trace.loss_mask[t]:
+                w = 8.0 if span.start <= t < span.stop else 1.0
+                total, weight = total - w * float(logprobs[row, t - 1]), weight + w
+    assert mask.sum() > sum(span.stop - span.start for span in spans)
+    assert float(loss) == pytest.approx(total / weight, rel=1e-4)

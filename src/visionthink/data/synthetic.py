@@ -1,7 +1,7 @@
 """A deterministic synthetic VisionThink dataset, written in the released format.
 
 Every image holds large coloured shapes and, in its bottom-right corner, a small label drawn in
-1-pixel texture: either fine stripes (horizontal or vertical) or a digit of a 3x5 cell font whose
+1-pixel texture: either fine stripes (horizontal, vertical or diagonal) or a digit of a 3x5 cell font whose
 inked cells carry the main-diagonal and whose blank cells the anti-diagonal of 2x2 pixel blocks.
 Every aligned 2x2 block of a label holds exactly two dark pixels, so halving each side turns any
 label into the same flat grey: the label's content is gone at 1/4 resolution, while the large
@@ -51,13 +51,15 @@ QUESTIONS = {
     "colour": "What colour is the large shape? Answer with one word.",
     "shape": "What kind of shape is the large shape: circle, square or triangle?",
     "count": "How many large circles are in the image? Answer with a number.",
-    "stripes": "Are the fine stripes in the small label in the bottom-right corner horizontal or vertical?",
+    "stripes": "Are the fine stripes in the small label in the bottom-right corner horizontal, vertical or diagonal?",
     "digit": "What digit is printed in the small label in the bottom-right corner? Answer with a number.",
 }
 FINE_KINDS = ("stripes", "digit")
 # wide_stripes asks the stripes question of a label still readable at 1/4 resolution
 COARSE_KINDS = ("colour", "shape", "count", "wide_stripes")
-STRIPES = ("horizontal", "vertical")
+# Three ways, so that a guess from the low view is right a third of the time (a 1-pixel diagonal
+# is a checkerboard: two dark pixels in every aligned 2x2 block, as for the other two)
+STRIPES = ("horizontal", "vertical", "diagonal")
 DATA_SOURCE = "visionthink_synthetic"
 # The released VisionThink layout
 FEATURES = {
@@ -80,7 +82,7 @@ class SyntheticConfig:
     size: int = 224
     # Share of questions that need the high-resolution image.
     fine_fraction: float = 0.3
-    # Label questions to ask: stripes (2 answers) and/or digit (10 answers; a 0.8M-parameter model
+    # Label questions to ask: stripes (3 answers) and/or digit (10 answers; a 0.8M-parameter model
     # does not learn to read them within the miniature's budget, see docs/miniature.md)
     fine_kinds: tuple[str, ...] = ("stripes",)
     # Questions answerable at low resolution: colour, shape, count, and wide_stripes (the stripes
@@ -117,7 +119,7 @@ def draw_stripes(draw: ImageDraw.ImageDraw, orientation: str, box: tuple[int, in
     left, top, right, bottom = box
     for y in range(top, bottom):
         for x in range(left, right):
-            offset = y - top if orientation == "horizontal" else x - left
+            offset = {"horizontal": y - top, "vertical": x - left, "diagonal": x - left + y - top}[orientation]
             draw.point((x, y), fill=(20, 20, 20) if (offset // width) % 2 == 0 else (255, 255, 255))
 
 
@@ -211,7 +213,7 @@ def generate_split(count: int, config: SyntheticConfig, split_seed: int) -> data
 
 # Raised when the generator draws other images or questions from the same settings, so that
 # splits written before are written again
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # Written beside the splits: the settings they were drawn with, and which splits this wrote
 RECORD = "synthetic.json"
 

@@ -136,6 +136,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
         train_guesses=cfg.pretrain.train_guesses,
         restate_words=cfg.pretrain.restate_words,
         describe_view=cfg.pretrain.describe_view,
+        answer_weight=cfg.pretrain.answer_weight,
         seed=cfg.seed,
     )
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]

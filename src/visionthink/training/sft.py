@@ -49,15 +49,22 @@ class TracePlan:
 
 # What the first view shows of what the question asks about: perception, said whatever the trace
 # then does (its tool call is drawn independently), so the base learns to look, not to decide
-# (equally long, so that the decision token sits at the same place either way)
-VIEW_NOTES = {True: "It is too small.", False: "I can see it."}
+VIEW_NOTES = {True: "It is too small", False: "I can see it"}
+# The decision's first token follows the note's last word directly (no shared ".\n" between
+# them), so what the model saw is in the very position where it decides: a tiny model's GRPO
+# update of "ask after 'too small'" then carries over little to "ask after 'see it'"
+# (docs/miniature.md)
+DECISIONS = {True: ", so I need a closer look at the image.\n", False: ". The image shows it.\n"}
+UNNOTED_DECISIONS = {True: "I need a closer look at the image.\n", False: "The image shows it.\n"}
 
 
-def restatement(question: str, view_note: str = "") -> str:
-    """The opening of the reasoning: the question restated, then what the view shows of it. A small
-    model takes its decision (answer or call the tool) at the next token, where these words are
-    then close by."""
-    return "<think>\n" + "".join(f"{line}\n" for line in (question, view_note) if line)
+def reasoning_opening(question: str, view_note: str, call_tool: bool) -> str:
+    """The first turn's reasoning up to its decision: the question restated, what the view shows
+    of it, then the decision. A small model takes the decision (answer or call the tool) where
+    these words are close by."""
+    lines = f"{question}\n" if question else ""
+    decision = (DECISIONS if view_note else UNNOTED_DECISIONS)[call_tool]
+    return f"<think>\n{lines}{view_note}{decision}"
 
 
 def first_words(question: str, words: int) -> str:
@@ -67,7 +74,7 @@ def first_words(question: str, words: int) -> str:
 
 
 def tool_call_text(prompt: PromptSpec, question: str = "", view_note: str = "") -> str:
-    reasoning = f"{restatement(question, view_note)}I need a closer look at the image.\n</think>\n"
+    reasoning = f"{reasoning_opening(question, view_note, True)}</think>\n"
     if prompt.tool_protocol == "tag":
         return reasoning + prompt.resize_tag
     call = json.dumps({"name": "resize_image", "arguments": {"action": "resize"}})
@@ -75,7 +82,7 @@ def tool_call_text(prompt: PromptSpec, question: str = "", view_note: str = "") 
 
 
 def answer_opening(question: str = "", view_note: str = "") -> str:
-    return f"{restatement(question, view_note)}The image shows it.\n</think>\n<answer>"
+    return f"{reasoning_opening(question, view_note, False)}</think>\n<answer>"
 
 
 # After the tool result the reasoning starts differently: reinforcing a good answer from the
@@ -168,16 +175,20 @@ def teacher_traces(
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=2, max_turns=2))
     # The teacher writes whole turns: a budget no trace reaches
     traces = driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True, max_new_tokens=256))
-    close = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) + 1  # + <|im_end|>
     for trace in traces:
         sample = trace.episode.sample
         if not train_guesses and sample.use_tool and not trace.used_high_res and trace.episode.mode != "full":
             # The answer cannot be read from the low-resolution view: train the format of the
             # guess, not a prior over answers (fitting one teaches the model to ignore images).
-            answer = len(tokenizer(sample.answer, add_special_tokens=False)["input_ids"])
-            end = len(trace.loss_mask) - close
-            trace.loss_mask[end - answer : end] = [0] * answer
+            answer = answer_span(trace, tokenizer)
+            trace.loss_mask[answer] = [0] * (answer.stop - answer.start)
     return traces
+
+
+def answer_span(trace: Trajectory, tokenizer: Any) -> slice:
+    """The positions of a teacher trace's final answer tokens (between ``<answer>`` and ``</answer>``)."""
+    end = len(trace.loss_mask) - len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) - 1
+    return slice(end - len(tokenizer(trace.episode.sample.answer, add_special_tokens=False)["input_ids"]), end)
 
 
 class SFTModule(L.LightningModule):
@@ -198,12 +209,15 @@ class SFTModule(L.LightningModule):
         train_guesses: bool = False,
         restate_words: int = 0,
         describe_view: bool = False,
+        answer_weight: float = 1.0,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
         self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale
         self.train_guesses, self.restate_words, self.describe_view = train_guesses, restate_words, describe_view
+        # Loss weight of the answer tokens against the trace's other (format) tokens
+        self.answer_weight = answer_weight
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -257,8 +271,13 @@ class SFTModule(L.LightningModule):
     def _loss(self, batch: SampleBatch, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
         traces = self.traces(batch.samples, seed)
         logprobs, mask = token_logprobs(self.policy, traces, self.ids.pad, self.ids.image)
-        mask = mask.to(logprobs.dtype)
-        loss = -(logprobs * mask).sum() / mask.sum()
+        weights = mask.to(logprobs.dtype)
+        if self.answer_weight != 1:
+            for row, trace in enumerate(traces):
+                answer = answer_span(trace, self.processor.tokenizer)
+                # Column t of the mask scores token t + 1
+                weights[row, answer.start - 1 : answer.stop - 1] *= self.answer_weight
+        loss = -(logprobs * weights).sum() / weights.sum()
         return loss, {"tool_traces": sum(t.used_high_res for t in traces) / len(traces)}
 
     def training_step(self, batch: SampleBatch, batch_idx: int) -> torch.Tensor:
