@@ -47,9 +47,10 @@ def test_default_run_is_the_miniature_from_the_tiny_base_model():
     assert cfg.prompt.name == "agent_compact"
     assert cfg.data.batch_size == 8 and cfg.rollout.group_size == 8
     assert cfg.judge._target_.endswith("RuleJudge")
-    # Above the share of right blind answers to a three-way label; the paper's recipe keeps 0.2
-    assert cfg.reward.penalty_theta == 0.6
-    assert compose_train(["experiment=visionthink_7b"]).reward.penalty_theta == 0.2
+    # The paper's theta; an unneeded request costs the miniature more than the paper's 0.1
+    assert cfg.reward.penalty_theta == 0.2 and cfg.reward.high_res_penalty == 0.3
+    paper = compose_train(["experiment=visionthink_7b"]).reward
+    assert (paper.penalty_theta, paper.high_res_penalty) == (0.2, 0.1)
 
 
 def test_real_checkpoint_configs_need_no_remote_code():
@@ -173,7 +174,7 @@ DEPARTURES = {
     "rollout.val_sampling.greedy": "SamplingConfig serves both; validation decodes greedily",
     "rollout.sampling.max_new_tokens": "the miniature's traces (experiment/miniature.yaml)",
     "rollout.val_sampling.max_new_tokens": "the miniature's traces (experiment/miniature.yaml)",
-    "reward.penalty_theta": "above the miniature's guess rate (experiment/miniature.yaml)",
+    "reward.high_res_penalty": "the tiny base's noisy direct answers (experiment/miniature.yaml)",
 }  # fmt: skip
 
 

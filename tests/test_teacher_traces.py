@@ -39,9 +39,14 @@ def test_the_view_note_says_what_the_view_shows_and_the_tool_habit_ignores_it(bu
         for sample, trace, other in zip(stripes, traces, again, strict=True):
             note = VIEW_NOTES[bool(sample.use_tool) and mode != "full"]
             # The decision's first token follows the note's last word
-            assert trace.turns[0].text.split("\n")[2] + "\n" == note + DECISIONS[trace.used_high_res]
+            assert trace.turns[0].text.split("\n")[2] + "\n" == note + DECISIONS[note][trace.used_high_res]
             assert trace.used_high_res == other.used_high_res
     assert len({len(builder.processor.tokenizer(note)["input_ids"]) for note in VIEW_NOTES.values()}) == 1
+    # Each (note, decision) pair opens with its own token
+    first_tokens = {
+        builder.processor.tokenizer(text)["input_ids"][0] for by_call in DECISIONS.values() for text in by_call.values()
+    }
+    assert len(first_tokens) == 4
 
 
 def test_traces_without_restatement_open_with_the_decision(builder, samples):

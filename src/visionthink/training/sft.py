@@ -50,11 +50,14 @@ class TracePlan:
 # What the first view shows of what the question asks about: perception, said whatever the trace
 # then does (its tool call is drawn independently), so the base learns to look, not to decide
 VIEW_NOTES = {True: "It is too small", False: "I can see it"}
-# The decision's first token follows the note's last word directly (no shared ".\n" between
-# them), so what the model saw is in the very position where it decides: a tiny model's GRPO
-# update of "ask after 'too small'" then carries over little to "ask after 'see it'"
-# (docs/miniature.md)
-DECISIONS = {True: ", so I need a closer look at the image.\n", False: ". The image shows it.\n"}
+# The decision follows the note's last word directly, and its first token differs with the note
+# as well as with the decision: a tiny model's GRPO update of a token's output row then moves
+# only the decision after that note, not after the other one (with one pair of tokens shared by
+# both notes, "ask after 'too small'" carried over to "ask after 'see it'": docs/miniature.md)
+DECISIONS = {
+    VIEW_NOTES[True]: {True: ", so I need a closer look at the image.\n", False: "; I will answer from this view.\n"},
+    VIEW_NOTES[False]: {True: " but I want a closer look at the image.\n", False: ". The image shows it.\n"},
+}
 UNNOTED_DECISIONS = {True: "I need a closer look at the image.\n", False: "The image shows it.\n"}
 
 
@@ -63,7 +66,7 @@ def reasoning_opening(question: str, view_note: str, call_tool: bool) -> str:
     of it, then the decision. A small model takes the decision (answer or call the tool) where
     these words are close by."""
     lines = f"{question}\n" if question else ""
-    decision = (DECISIONS if view_note else UNNOTED_DECISIONS)[call_tool]
+    decision = (DECISIONS[view_note] if view_note else UNNOTED_DECISIONS)[call_tool]
     return f"<think>\n{lines}{view_note}{decision}"
 
 
