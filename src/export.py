@@ -29,8 +29,9 @@ def main(cfg: DictConfig) -> None:
         trained = OmegaConf.load(run_config)
         with open_dict(cfg):
             cfg.model, cfg.resolution = trained.model, trained.resolution
+    # A LoRA run's adapters stay separate: the folder holds the merged weights and adapter/ them alone
     _, policy, processor = load_trained_policy(
-        instantiate(cfg.model), cfg.get("checkpoint"), instantiate(cfg.resolution).processor_size()
+        instantiate(cfg.model), cfg.get("checkpoint"), instantiate(cfg.resolution).processor_size(), False
     )
     output = Path(cfg.output) if cfg.output else run_dir / "model"
     save_policy_and_processor(policy, processor, output)

@@ -21,12 +21,18 @@ from visionthink.cli import end_stopped_run, exit_on_input_error, one_console
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from visionthink.config_checks import check_master_weights, check_ranges, check_sharded_rollouts
+    from visionthink.config_checks import (
+        check_lora_strategy,
+        check_master_weights,
+        check_ranges,
+        check_sharded_rollouts,
+    )
     from visionthink.training.checkpointing import RunStopped
     from visionthink.training.run import train
 
     check_ranges(cfg)
     check_master_weights(cfg)
+    check_lora_strategy(cfg)
     check_sharded_rollouts(cfg)
     one_console()
     try:

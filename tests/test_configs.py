@@ -29,6 +29,15 @@ def test_every_group_option_composes_and_instantiates(group, option, monkeypatch
         assert instantiate(cfg[group]) is not None
 
 
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "model" / "lora").glob("*.yaml")))
+def test_every_lora_option_composes_into_every_model(option):
+    from visionthink.models.lora import LoraSettings
+
+    for model in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
+        settings = instantiate(compose_train([f"model={model}", f"model/lora={option}"]).model).lora
+        assert isinstance(settings, LoraSettings) and settings.enabled == (option != "full_weights"), model
+
+
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
 def test_every_experiment_composes(experiment):
     cfg = compose_train([f"experiment={experiment}"])

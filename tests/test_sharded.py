@@ -115,3 +115,52 @@ def test_a_bf16_mixed_step_at_the_papers_learning_rate_moves_essentially_every_w
     assert {value.dtype for value in trained.values()} == {torch.float32}
     changed, total = changed_weights(trained, load_policy(ModelConfig()).state_dict())
     assert changed / total > 0.95, f"{changed} of {total} weights changed"
+
+
+LORA = ["model.lora.rank=4"]
+LORA_STRATEGIES = {"ddp": ["trainer=ddp"], "fsdp": ON_CPU["fsdp"], "deepspeed_zero2": ON_CPU["deepspeed_zero2"]}
+
+
+def merged_checkpoint(checkpoint) -> dict[str, torch.Tensor]:
+    from visionthink.models.loading import load_trained_policy
+
+    return load_trained_policy(ModelConfig(), str(checkpoint), {})[1].state_dict()
+
+
+@pytest.fixture(scope="module")
+def one_lora_process(tmp_path_factory):
+    """The LoRA step in one process: (its final metrics, the merged trained policy)."""
+    workdir = tmp_path_factory.mktemp("one_lora")
+    metrics = scripted_run(workdir, "one", *COMMON, *LORA)
+    return metrics, merged_checkpoint(workdir / "outputs" / "runs" / "one" / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", sorted(LORA_STRATEGIES))
+def test_lora_in_two_processes_matches_one_process(tmp_path, one_lora_process, strategy):
+    """The adapters' step under DDP, FSDP (frozen and trainable weights in one shard unit) and
+    ZeRO-2 equals one process's; the checkpoint gives the same merged model; the export runs."""
+    one, one_merged = one_lora_process
+    two = scripted_run(tmp_path, strategy, *COMMON, *LORA, *LORA_STRATEGIES[strategy], *TWO_CPU_PROCESSES)
+    for key in ("train/reward", "train/advantage_abs", "train/kl", "train/loss"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-7), key
+    runs = tmp_path / "outputs" / "runs"
+    merged = merged_checkpoint(runs / strategy / "checkpoints" / "last.ckpt")
+    initial = load_policy(ModelConfig()).state_dict()
+    moved = [k for k, v in one_merged.items() if not torch.equal(v, initial[k])]
+    assert moved and all(".visual." not in k for k in moved)
+    for key, value in one_merged.items():
+        assert torch.allclose(merged[key] - initial[key], value - initial[key], rtol=1e-3, atol=1e-6), key
+    exported = load_policy(ModelConfig(name_or_path=str(runs / strategy / "model"))).state_dict()
+    assert all(torch.allclose(exported[k], v, atol=1e-6) for k, v in merged.items())
+    assert (runs / strategy / "model" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_lora_under_zero3_is_refused_in_one_line(tmp_path):
+    command = [sys.executable, str(ROOT / "src" / "train.py"), *LORA, *ON_CPU["deepspeed_zero3"],
+               *TWO_CPU_PROCESSES, f"paths.outputs_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]  # fmt: skip
+    result = subprocess.run(command, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "LoRA does not run under DeepSpeed ZeRO-3" in result.stderr and "Traceback" not in result.stderr, (
+        result.stderr[-2000:]
+    )

@@ -82,7 +82,7 @@ def scripted_run(workdir: Path, run_name: str, *overrides: str) -> dict[str, flo
     step unless overridden; returns the run's final metrics."""
     command = [
         sys.executable, str(ROOT / "tests" / "scripted_train.py"), f"run_name={run_name}", "model=tiny",
-        "prompt=agent", "grpo=default", "seed=0", "data.batch_size=4", "rollout.group_size=4", "trainer.max_steps=1",
+        "prompt=agent", "grpo=default", "optim.scheduler.num_warmup_steps=0", "seed=0", "data.batch_size=4", "rollout.group_size=4", "trainer.max_steps=1",
         "data.val=null", "data.synthetic.splits={train: 32, val: 4, test: 4}", "optimized_metrics=[]",
         "callbacks.model_checkpoint.every_n_train_steps=1", f"paths.outputs_dir={workdir / 'outputs'}",
         f"paths.data_dir={workdir / 'data'}", f"logger.mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",

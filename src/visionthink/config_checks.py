@@ -107,11 +107,12 @@ def check_master_weights(cfg: DictConfig) -> None:
     dtype = OmegaConf.select(cfg, "model.dtype", default="float32")
     if "DeepSpeed" in strategy:
         return
-    if dtype in LOW_PRECISION:
+    # LoRA trains fp32 adapters (PEFT upcasts them) beside the frozen low-precision base
+    if dtype in LOW_PRECISION and not OmegaConf.select(cfg, "model.lora.rank", default=0):
         raise InputError(
             f"model.dtype={dtype} would make the optimizer update {dtype} weights directly (no fp32 master copy)",
             "Load the policy in float32 (model.dtype=float32) and compute in bf16 with trainer.precision=bf16-mixed, "
-            "or use a DeepSpeed trainer, which keeps fp32 master weights",
+            "use a DeepSpeed trainer, which keeps fp32 master weights, or train LoRA adapters (model.lora.rank)",
         )
     if precision.endswith("-true") and not precision.startswith("32") and not precision.startswith("64"):
         raise InputError(
@@ -135,4 +136,17 @@ def check_sharded_rollouts(cfg: DictConfig) -> None:
         raise InputError(
             f"rollout.backend=transformers cannot generate with a sharded policy ({target})",
             "Use rollout=vllm (the vLLM engine holds its own copy of the weights), or trainer=ddp / deepspeed_zero2",
+        )
+
+
+def check_lora_strategy(cfg: DictConfig) -> None:
+    """Refuse LoRA under ZeRO-3: it partitions the frozen base weights that every weight push
+    merges the adapters into; the frozen weights need no optimizer state to shard anyway."""
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
+    if not OmegaConf.select(cfg, "model.lora.rank", default=0) or strategy is None:
+        return
+    if "DeepSpeed" in str(strategy.get("_target_", "")) and strategy.get("stage") == 3:
+        raise InputError(
+            "model.lora: LoRA does not run under DeepSpeed ZeRO-3 (trainer=deepspeed_zero3)",
+            "Use trainer=deepspeed_zero2, trainer=fsdp or trainer=ddp: the frozen base weights need no optimizer state",
         )

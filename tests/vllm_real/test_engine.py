@@ -76,27 +76,42 @@ def one_large_step(policy, builder, samples, lr=1e-2):
     teacher_forced_step(policy, optimizer, builder.build(samples[0]), answer, tokenizer)
 
 
-def test_a_pushed_optimizer_step_makes_vllm_generate_as_the_trained_policy(
-    base_weights, model, builder, samples, tokenizer
-):
-    engine = base_weights
+def assert_a_push_makes_vllm_generate_as(policy, engine, model, builder, samples, tokenizer) -> None:
+    """Greedy episodes from vLLM, before and after ``policy``'s weights are pushed: after, its
+    log-probs and tokens are the policy's (and differ from the model's before)."""
     episodes = [builder.build(s) for s in samples[:4]]
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1))
     before = driver.run(episodes, GREEDY)
     assert_engine_logprobs_match(model, before, tokenizer)
-
-    policy = fresh_policy(model)
-    one_large_step(policy, builder, samples)
     sync = CopyToEngineSync(engine)
     sync.push(policy)
     after = driver.run(episodes, GREEDY)
     policy.eval()
     assert_engine_logprobs_match(policy, after, tokenizer)
     transformers = EpisodeDriver(TransformersRolloutEngine(policy, tokenizer), builder, RolloutConfig(group_size=1))
-    expected = transformers.run(episodes, GREEDY)
-    assert [t.token_ids for t in after] == [t.token_ids for t in expected]
+    assert [t.token_ids for t in after] == [t.token_ids for t in transformers.run(episodes, GREEDY)]
     assert [t.token_ids for t in after] != [t.token_ids for t in before]
     assert sync.version == 1
+
+
+def test_a_pushed_optimizer_step_makes_vllm_generate_as_the_trained_policy(
+    base_weights, model, builder, samples, tokenizer
+):
+    policy = fresh_policy(model)
+    one_large_step(policy, builder, samples)
+    assert_a_push_makes_vllm_generate_as(policy, base_weights, model, builder, samples, tokenizer)
+
+
+def test_a_lora_policy_pushes_its_merged_weights_and_vllm_generates_as_it_does(
+    base_weights, model, builder, samples, tokenizer
+):
+    """Only the adapters move; the push merges them into the base weights for vLLM."""
+    from visionthink.models.lora import LoraSettings, attach_lora
+
+    policy = attach_lora(fresh_policy(model), LoraSettings(rank=8, alpha=16.0))
+    for _ in range(3):  # B starts at zero: A takes a gradient from the second step on
+        one_large_step(policy, builder, samples, lr=5e-2)
+    assert_a_push_makes_vllm_generate_as(policy, base_weights, model, builder, samples, tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from visionthink.grpo.correction import rollout_correction
 from visionthink.grpo.logprobs import pad_rows, token_logprobs, trajectory_logprobs
 from visionthink.grpo.loss import aggregate_tokens, grpo_loss
 from visionthink.metrics.distributed import Summed
+from visionthink.models.lora import reference_model
 from visionthink.models.sharding import is_sharded
 from visionthink.rollout.trajectory import Trajectory, group_blocks
 
@@ -175,7 +176,8 @@ class GRPOUpdate:
         if from_engine:
             weights, mismatch = rollout_correction(trajectories, old, self.config.tis_cap)
         if reference is not None:
-            reference_logprobs = self._logprobs(reference, trajectories, padding)
+            with reference_model(policy, reference) as model:
+                reference_logprobs = self._logprobs(model, trajectories, padding)
         return LossInputs(trajectories, advantages, old, reference_logprobs, weights, mismatch)
 
     def _logprobs(

@@ -11,6 +11,7 @@ import torch
 
 from visionthink.errors import InputError
 from visionthink.models.family import checkpoint_family
+from visionthink.models.lora import LoraSettings, adapted_policy, adapter_state, peft_model
 from visionthink.models.tiny import TinyModelSpec, ensure_tiny_checkpoint
 from visionthink.paths import OUTPUTS_DIR
 
@@ -36,6 +37,8 @@ class ModelConfig:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
+    # Full weights (rank 0) or LoRA adapters (conf/model/lora/)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
     def resolve_path(self) -> str:
         if self.name_or_path:
@@ -96,13 +99,24 @@ def load_policy_and_processor(config: ModelConfig, pixel_bounds: dict[str, int] 
     return path, load_policy(config, path), load_processor(path, pixel_bounds)
 
 
-def save_policy_and_processor(policy, processor, directory: str | Path, state_dict: dict | None = None) -> Path:
+def save_policy_and_processor(
+    policy, processor, directory: str | Path, state_dict: dict | None = None, adapters: dict | None = None
+) -> Path:
     """A ``save_pretrained`` folder that transformers, vLLM and ``model.name_or_path`` load;
-    ``state_dict`` gives the full weights of a sharded policy."""
+    ``state_dict`` gives the full weights of a sharded policy. A LoRA policy is written with its
+    adapters merged in, and its adapters alone (PEFT's format) in ``<directory>/adapter``
+    (``adapters``: gathered from a sharded one)."""
     from visionthink.models.processor import write_video_processor_config
+    from visionthink.sync.gather import adapter_parameters, full_parameters
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    lora = peft_model(policy)
+    if lora is not None:
+        lora.save_pretrained(directory / "adapter", state_dict=adapters or adapter_parameters(lora))
+        if state_dict is None:
+            state_dict = {name: tensor.detach().cpu() for name, tensor in full_parameters(lora)}
+        policy = lora.get_base_model()
     policy.save_pretrained(directory, state_dict=state_dict)
     processor.save_pretrained(directory)
     processor.tokenizer.save_pretrained(directory)
@@ -110,34 +124,48 @@ def save_policy_and_processor(policy, processor, directory: str | Path, state_di
     return directory
 
 
-def load_trained_policy(config: ModelConfig, checkpoint: str | None, processor_size: dict) -> tuple[str, Any, Any]:
+def load_trained_policy(
+    config: ModelConfig, checkpoint: str | None, processor_size: dict, merge_adapters: bool = True
+) -> tuple[str, Any, Any]:
     """``(path, policy, processor)`` in eval mode; the policy carries ``checkpoint``'s weights (a
-    training checkpoint of src/train.py) when one is given."""
+    training checkpoint of src/train.py) when one is given. A LoRA checkpoint's adapters are
+    merged into the base weights, or kept as a PEFT model (``merge_adapters=False``)."""
     if checkpoint is not None and not Path(checkpoint).exists():
         raise InputError(
             f"checkpoint {checkpoint} does not exist", "Pass a training checkpoint (.ckpt) or checkpoint=null"
         )
     path, policy, processor = load_policy_and_processor(config, processor_size)
     if checkpoint is not None:
-        weights = checkpoint_policy(Path(checkpoint))
+        contents = read_checkpoint(Path(checkpoint))
+        weights = policy_weights(contents["state_dict"])
         if not weights:
             raise InputError(
                 f"checkpoint {checkpoint} holds no policy weights", "Pass a checkpoint written by src/train.py"
             )
-        policy.load_state_dict(weights)
+        if contents.get("lora"):
+            # Adapters (and, from FSDP, the base weights too): merged into the base model
+            policy = adapted_policy(policy, contents["lora"], adapter_state(weights))
+            policy = policy.merge_and_unload() if merge_adapters else policy
+        else:
+            policy.load_state_dict(weights)
     return path, policy.eval(), processor
+
+
+def policy_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The policy's entries of a LightningModule's state dict, in Hugging Face (or PEFT) naming."""
+    return {k.removeprefix("policy."): v for k, v in state_dict.items() if k.startswith("policy.")}
 
 
 def checkpoint_policy(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The policy's weights in a training checkpoint, in Hugging Face naming."""
-    return {k.removeprefix("policy."): v for k, v in checkpoint_state(checkpoint).items() if k.startswith("policy.")}
+    return policy_weights(read_checkpoint(checkpoint)["state_dict"])
 
 
-def checkpoint_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of a Lightning checkpoint: a single file, the directory FSDP's sharded
-    checkpoints are (torch's distributed checkpoint format, read whole with torch's own
-    conversion), or the directory DeepSpeed writes (gathered into one fp32 state with Lightning's
-    own conversion)."""
+def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """A Lightning checkpoint as one dict (``state_dict`` and the rest): a single file, the
+    directory FSDP's sharded checkpoints are (torch's distributed checkpoint format, read whole
+    with torch's own conversion, plus Lightning's ``meta.pt``), or the directory DeepSpeed writes
+    (gathered into one fp32 state with Lightning's own conversion)."""
     if checkpoint.is_dir():
         with tempfile.TemporaryDirectory() as tmp:
             single = Path(tmp) / "whole.ckpt"
@@ -145,9 +173,11 @@ def checkpoint_state(checkpoint: Path) -> dict[str, torch.Tensor]:
                 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
                 dcp_to_torch_save(checkpoint, single)
-                return torch.load(single, map_location="cpu", weights_only=True)["model"]
+                meta = checkpoint / "meta.pt"
+                rest = torch.load(meta, map_location="cpu", weights_only=False) if meta.is_file() else {}
+                return {**rest, "state_dict": torch.load(single, map_location="cpu", weights_only=True)["model"]}
             from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
             convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(single))
-            return torch.load(single, map_location="cpu", weights_only=False)["state_dict"]
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+            return torch.load(single, map_location="cpu", weights_only=False)
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.strategies import DeepSpeedStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.distributed.fsdp.wrap import wrap
 
@@ -36,20 +36,21 @@ from visionthink.metrics.distributed import Slowest, Summed, gather_metrics
 from visionthink.metrics.rollouts import rollout_metrics
 from visionthink.models.family import family_of
 from visionthink.models.loading import ModelConfig, load_policy_and_processor, save_policy_and_processor
+from visionthink.models.lora import adapter_state, attach_lora
 from visionthink.reward.judges.base import Judge
 from visionthink.reward.scoring import RewardConfig, RolloutScore, judge_trajectories, score_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.factory import RolloutBackend, build_backend
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory, group_blocks
-from visionthink.sync import full_parameters
+from visionthink.sync.gather import adapter_parameters, full_parameters
 from visionthink.training.optim import (
     configure_optimization,
     freeze_vision_tower,
     learning_rates,
     parameter_summary,
 )
-from visionthink.training.strategies import strategy_hooks
+from visionthink.training.strategies import prepare_lora_strategy, strategy_hooks
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,16 @@ class VisionThinkGRPO(L.LightningModule):
         # parameters, nor can vLLM build its model there); DeepSpeed partitions the whole policy
         # when it starts.
         path, policy, self.processor = load_policy_and_processor(self.model_config, self.resolution.processor_size())
+        lora = self.model_config.lora
+        if lora.enabled:
+            prepare_lora_strategy(strategy)
+            policy = attach_lora(policy, lora)
         freeze_vision_tower(policy.train(), self.vision_lr_scale)
         log.info("%s", parameter_summary(policy, self.vision_lr_scale, self.grpo.beta > 0))
         self.policy = policy
-        if self.grpo.beta > 0:
+        # Under LoRA the reference is the policy with its adapters off (grpo/update.py)
+        self.strict_loading = not lora.enabled
+        if self.grpo.beta > 0 and not lora.enabled:
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
             if str(self.trainer.precision).startswith("bf16"):
                 reference.to(torch.bfloat16)  # frozen: no master weights needed
@@ -269,7 +276,7 @@ class VisionThinkGRPO(L.LightningModule):
         optimizer = self.optimizers()
         metrics = self.update(
             self.policy,
-            self.reference,
+            self.policy if self.model_config.lora.enabled and self.grpo.beta > 0 else self.reference,
             [t for g in groups for t in g.trajectories],
             torch.tensor([s.reward for g in groups for s in g.scores]),
             optimizer,
@@ -304,12 +311,20 @@ class VisionThinkGRPO(L.LightningModule):
         """The trained policy as a ``save_pretrained`` folder, without the reference model,
         gathered from any strategy (every rank calls this; rank 0 writes)."""
         state = {name: tensor.detach().cpu() for name, tensor in full_parameters(self.policy)}
+        adapters = adapter_parameters(self.policy) if self.model_config.lora.enabled else None
         if not self.trainer.is_global_zero:
             return None
-        return save_policy_and_processor(self.policy, self.processor, directory, state_dict=state)
+        return save_policy_and_processor(self.policy, self.processor, directory, state, adapters)
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model_config.lora.enabled:
+            checkpoint["lora"] = self.model_config.lora.as_dict()
+            # The base weights are those of model.name_or_path, loaded again on resume (FSDP's
+            # sharded checkpoints must hold every entry of the model's state, base weights too;
+            # DeepSpeed leaves them out itself)
+            if not isinstance(self.trainer.strategy, FSDPStrategy):
+                checkpoint["state_dict"] = adapter_state(checkpoint["state_dict"])
         # Lightning restores model, optimizer, schedule and loop progress; these complete an exact resume.
         name, keys, position, has_gauss, cached_gauss = np.random.get_state()
         checkpoint["visionthink"] = {

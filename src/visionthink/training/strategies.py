@@ -51,3 +51,15 @@ def strategy_hooks(module: L.LightningModule) -> Hooks:
                 engine.optimizer.clear_backward_seen_flag()
 
     return Hooks(backward=module.manual_backward, clip_gradients=clip_gradients, start_pass=start_pass)
+
+
+def prepare_lora_strategy(strategy: Any) -> None:
+    """LoRA under the run's strategy: FSDP shards frozen weights and trainable adapters in one
+    unit only with its original parameters kept (``use_orig_params``); DeepSpeed's checkpoints
+    leave the frozen base weights out. (ZeRO-3 is refused before: config_checks.py.)"""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if isinstance(strategy, DeepSpeedStrategy):
+        strategy.exclude_frozen_parameters = True
+    if isinstance(strategy, FSDPStrategy):
+        strategy.kwargs["use_orig_params"] = True
