@@ -52,8 +52,12 @@ def merged_lora_parameters(lora: Any) -> Iterator[tuple[str, torch.Tensor]]:
         # (remove_duplicate=False keeps tied weights under each of their names, as a state dict does)
         for name, tensor in lora.get_base_model().named_parameters(remove_duplicate=False):
             if "lora_" not in name:
-                # A copy: the unmerge below restores the base weights in place
-                yield unwrapped_name(name).replace(".base_layer", ""), tensor.detach().clone()
+                # A merged weight is copied: the unmerge below restores it in place
+                merged = ".base_layer" in name
+                yield (
+                    unwrapped_name(name).replace(".base_layer", ""),
+                    tensor.detach().clone() if merged else tensor.detach(),
+                )
     finally:
         lora.unmerge_adapter()
 
