@@ -26,6 +26,17 @@ class WordJudge(Judge):
         return [Verdict(item.prediction == "right", "word") for item in items]
 
 
+@pytest.fixture(scope="module")
+def worded_root(tmp_path_factory):
+    """Synthetic data whose label questions all need the full resolution (no wide-striped labels),
+    so the scripted models below can tell the need from the question's words, as these tools'
+    tests need; the task where only the image tells is the miniature's (tests/test_reproduce.py)."""
+    from visionthink.data import SyntheticConfig, write_synthetic
+
+    config = SyntheticConfig(coarse_kinds=("colour",), splits={"train": 24})
+    return write_synthetic(tmp_path_factory.mktemp("worded"), config)
+
+
 def resolution_aware(tokenizer):
     """Right at full resolution; at low resolution right only on questions that do not need it."""
 
@@ -44,8 +55,8 @@ def test_labels_follow_the_paper_thresholds():
     )
 
 
-def test_selection_labels_balances_writes_and_resumes(tmp_path, processor, synthetic_root):
-    dataset = SampleDataset(synthetic_root / "train")
+def test_selection_labels_balances_writes_and_resumes(tmp_path, processor, worded_root):
+    dataset = SampleDataset(worded_root / "train")
     builder = EpisodeBuilder(processor, load_prompt("general_qa"), SMALL_RESOLUTION)
     engine = ScriptedEngine(processor.tokenizer, resolution_aware(processor.tokenizer))
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=4))
@@ -91,7 +102,9 @@ def test_selection_skips_and_counts_unreadable_images(tmp_path, processor):
     assert summary(result, 8)["skipped"] == 1 and "not a readable image" in result[0]["skipped"]
 
 
-def test_probe_reports_call_ratio_format_and_accuracy_by_label(processor, samples):
+def test_probe_reports_call_ratio_format_and_accuracy_by_label(processor, worded_root):
+    dataset = SampleDataset(worded_root / "train")
+    samples = [dataset.load(i) for i in range(len(dataset))]
     builder = EpisodeBuilder(processor, load_prompt("agent"), SMALL_RESOLUTION)
 
     def agent_like(request):
