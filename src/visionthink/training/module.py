@@ -120,11 +120,13 @@ class VisionThinkGRPO(L.LightningModule):
             prepare_lora_strategy(strategy)
             policy = attach_lora(policy, lora)
         freeze_vision_tower(policy.train(), self.vision_lr_scale)
-        log.info("%s", parameter_summary(policy, self.vision_lr_scale, self.grpo.beta > 0))
+        # Under LoRA the reference is the policy with its adapters off (grpo/update.py): no copy
+        copies_reference = self.grpo.beta > 0 and not lora.enabled
+        log.info("%s", parameter_summary(policy, self.vision_lr_scale, copies_reference))
         self.policy = policy
-        # Under LoRA the reference is the policy with its adapters off (grpo/update.py)
+        # A LoRA checkpoint holds the adapters only; the base weights come from model.name_or_path
         self.strict_loading = not lora.enabled
-        if self.grpo.beta > 0 and not lora.enabled:
+        if copies_reference:
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
             if str(self.trainer.precision).startswith("bf16"):
                 reference.to(torch.bfloat16)  # frozen: no master weights needed
