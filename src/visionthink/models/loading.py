@@ -107,7 +107,7 @@ def save_policy_and_processor(
     adapters merged in, and its adapters alone (PEFT's format) in ``<directory>/adapter``
     (``adapters``: gathered from a sharded one)."""
     from visionthink.models.processor import write_video_processor_config
-    from visionthink.sync.gather import adapter_parameters, full_parameters
+    from visionthink.sync.gather import adapter_parameters, full_state_dict
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def save_policy_and_processor(
     if lora is not None:
         lora.save_pretrained(directory / "adapter", state_dict=adapters or adapter_parameters(lora))
         if state_dict is None:
-            state_dict = {name: tensor.detach().cpu() for name, tensor in full_parameters(lora)}
+            state_dict = full_state_dict(lora)
         policy = lora.get_base_model()
     policy.save_pretrained(directory, state_dict=state_dict)
     processor.save_pretrained(directory)

@@ -36,6 +36,12 @@ def full_parameters(policy: Any) -> Iterator[tuple[str, torch.Tensor]]:
     yield from policy.state_dict().items()
 
 
+def full_state_dict(policy: Any) -> dict[str, torch.Tensor]:
+    """The full weights as CPU copies that outlive the gather (FSDP frees the weights it summoned
+    when the gather ends, and every view of them with it)."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in full_parameters(policy)}
+
+
 def whole_weights(policy: Any):
     """Under FSDP, a context in which every rank holds the full weights, dropped after
     (``writeback=False``: what is done to them never reaches the shards); elsewhere nothing."""

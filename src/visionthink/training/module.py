@@ -43,7 +43,7 @@ from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.factory import RolloutBackend, build_backend
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory, group_blocks
-from visionthink.sync.gather import adapter_parameters, full_parameters
+from visionthink.sync.gather import adapter_parameters, full_state_dict
 from visionthink.training.optim import (
     configure_optimization,
     freeze_vision_tower,
@@ -312,7 +312,7 @@ class VisionThinkGRPO(L.LightningModule):
     def export(self, directory: Path) -> Path | None:
         """The trained policy as a ``save_pretrained`` folder, without the reference model,
         gathered from any strategy (every rank calls this; rank 0 writes)."""
-        state = {name: tensor.detach().cpu() for name, tensor in full_parameters(self.policy)}
+        state = full_state_dict(self.policy)
         adapters = adapter_parameters(self.policy) if self.model_config.lora.enabled else None
         if not self.trainer.is_global_zero:
             return None
