@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -15,7 +17,7 @@ from hydra.utils import instantiate  # noqa: E402
 
 from visionthink.data import SampleDataset, SyntheticConfig, write_synthetic  # noqa: E402
 from visionthink.episode import EpisodeBuilder, ResolutionPolicy  # noqa: E402
-from visionthink.models import ModelConfig, load_policy, load_processor  # noqa: E402
+from visionthink.models import ModelConfig, TinyModelSpec, load_policy, load_processor  # noqa: E402
 from visionthink.rollout.engine import GenerationResult  # noqa: E402
 from visionthink.rollout.factory import RolloutBackend  # noqa: E402
 
@@ -109,11 +111,32 @@ def qwen2_vl_path(tiny_path, tmp_path_factory) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="session", params=["qwen2_5_vl", "qwen2_vl"])
-def family_model(request, model, qwen2_vl_path):
+@pytest.fixture(scope="session")
+def qwen3_vl_path() -> str:
+    """The tiny random model as a Qwen3-VL (``model=tiny_qwen3_vl``), with its own processor."""
+    return ModelConfig(tiny=TinyModelSpec(family="qwen3_vl"), tiny_name="tiny_qwen3_vl").resolve_path()
+
+
+@dataclass(frozen=True)
+class FamilyModel:
+    """A tiny model of one family with the processor and episode builder that feed it."""
+
+    model: Any
+    processor: Any
+    builder: EpisodeBuilder
+
+
+@pytest.fixture(scope="session", params=["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+def family(request, model, processor, builder, qwen2_vl_path, qwen3_vl_path, agent_prompt) -> FamilyModel:
     """The tiny model of each model type the families list, for tests of code that must not
-    depend on which one it runs."""
-    return model if request.param == "qwen2_5_vl" else load_policy(ModelConfig(), qwen2_vl_path).eval()
+    depend on which one it runs (every tiny model shares one tokenizer)."""
+    if request.param == "qwen2_5_vl":
+        return FamilyModel(model, processor, builder)
+    if request.param == "qwen2_vl":  # Qwen2.5-VL's processor
+        return FamilyModel(load_policy(ModelConfig(), qwen2_vl_path).eval(), processor, builder)
+    own = load_processor(qwen3_vl_path, SMALL_RESOLUTION.processor_size())
+    model = load_policy(ModelConfig(), qwen3_vl_path).eval()
+    return FamilyModel(model, own, EpisodeBuilder(own, agent_prompt, SMALL_RESOLUTION))
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,8 @@ def second_turn(builder, episode, first_turn_ids):
     )
 
 
-def test_greedy_second_turn_matches_a_fresh_prefill_and_prefills_only_new_tokens(
-    builder, samples, family_model, tokenizer
-):
-    model = family_model
+def test_greedy_second_turn_matches_a_fresh_prefill_and_prefills_only_new_tokens(samples, family, tokenizer):
+    model, builder = family.model, family.builder
     episodes = [builder.build(s) for s in samples[:3]]
     first = [GenerationRequest(e.prompt.token_ids, e.prompt.images) for e in episodes]
     reusing = TransformersRolloutEngine(model, tokenizer, reuse_kv_cache=True)
@@ -60,11 +58,10 @@ def test_seeded_rollouts_are_identical_with_and_without_reuse(sft_checkpoint, pr
     assert reused_prefill < plain_prefill
 
 
-def test_a_group_prefills_its_prompt_once_and_samples_the_same_tokens(sft_checkpoint, processor, samples, agent_prompt):
+def test_a_group_prefills_its_prompt_once_and_samples_the_same_tokens(family, samples):
     """The rollouts of a group share one prompt: it is prefilled (image included) once, and each
     seeded rollout samples the tokens it samples when generated on its own."""
-    model = load_policy(ModelConfig(name_or_path=str(sft_checkpoint))).eval()
-    builder = EpisodeBuilder(processor, agent_prompt, SMALL_RESOLUTION)
+    model, builder, processor = family.model, family.builder, family.processor
     episodes = [builder.build(s) for s in samples[:2]]
     requests = [
         GenerationRequest(e.prompt.token_ids, e.prompt.images, seed=100 * index + rollout)

@@ -57,10 +57,10 @@ def test_metric_only_entropy_stays_out_of_the_graph(builder, samples, scripted, 
         assert torch.all(entropy >= 0)
 
 
-def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(builder, samples, scripted, family_model, processor):
+def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(samples, scripted, family):
     """Rollouts of one prompt in a micro-batch share its forward pass (vision tower and prompt
     tokens once); log-probs, entropy and gradients equal those of each trajectory on its own."""
-    model = family_model
+    model, builder, processor = family.model, family.builder, family.processor
     long_answer = answer_turn("the digit in the small label is seven")
 
     def script(request):

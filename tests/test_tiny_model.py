@@ -1,15 +1,18 @@
-"""The tiny Qwen2.5-VL: built locally, loaded through from_pretrained, Qwen's tokens and chat format."""
+"""The tiny models: built locally, loaded through from_pretrained, Qwen's tokens and chat format."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
+from visionthink.errors import InputError
 from visionthink.models import ModelConfig, TinyModelSpec, ensure_tiny_checkpoint, load_policy, load_processor, tiny
-from visionthink.models.tiny import NON_SPECIAL_ADDED_TOKENS, SPECIAL_TOKENS, mrope_section
+from visionthink.models.qwen import mrope_section
+from visionthink.models.tiny import NON_SPECIAL_ADDED_TOKENS, SPECIAL_TOKENS
 from visionthink.paths import CONF_DIR
 
 
@@ -98,3 +101,20 @@ def test_missing_checkpoint_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_policy(ModelConfig(name_or_path=str(tmp_path / "nowhere")))
+
+
+def test_the_tiny_qwen3_vl_is_a_qwen3_vl_with_its_own_processor(qwen3_vl_path, tiny_path):
+    config = json.loads((Path(qwen3_vl_path) / "config.json").read_text())
+    assert config["model_type"] == "qwen3_vl" and config["vision_config"]["deepstack_visual_indexes"] == [0]
+    rope = config["text_config"]["rope_parameters"]
+    assert rope["mrope_interleaved"] and sum(rope["mrope_section"]) == config["text_config"]["head_dim"] // 2
+    qwen3, qwen2_5 = load_processor(qwen3_vl_path), load_processor(tiny_path)
+    assert type(qwen3).__name__ == "ImageOnlyQwen3VLProcessor" and qwen3.image_processor.patch_size == 16
+    assert qwen3.tokenizer.get_vocab() == qwen2_5.tokenizer.get_vocab()
+    batch = qwen3(text=["<|vision_start|><|image_pad|><|vision_end|>hi"], images=[Image.new("RGB", (64, 96))])
+    assert batch["image_grid_thw"].tolist() == [[1, 6, 4]]  # 16 px patches; 2 x 3 tokens of 32 px
+
+
+def test_a_tiny_family_without_a_module_is_refused_naming_the_setting(tmp_path):
+    with pytest.raises(InputError, match=r"model.tiny.family is a 'llava' model"):
+        ensure_tiny_checkpoint(TinyModelSpec(family="llava"), cache_dir=tmp_path)

@@ -22,8 +22,10 @@ MOVING = ("experiment=vllm_cpu", "grpo.entropy_coef=0.01", "optim.optimizer.lr=1
 IN_SYNC = 0.02
 
 
-def test_vllm_training_sleeps_validates_and_stays_in_sync_with_the_policy(tmp_path):
-    run(tmp_path, "vllm", *MOVING, "trainer.max_steps=4", "trainer.val_check_interval=1", "rollout.vllm.sleep_level=2")
+@pytest.mark.parametrize("model", ["tiny", "tiny_qwen3_vl"])
+def test_vllm_training_sleeps_validates_and_stays_in_sync_with_the_policy(tmp_path, model):
+    run(tmp_path, "vllm", *MOVING, f"model={model}", "trainer.max_steps=4", "trainer.val_check_interval=1",
+        "rollout.vllm.sleep_level=2")  # fmt: skip
     client, (mlrun,) = mlflow_run(tmp_path, "vllm")
     assert mlrun.info.status == "FINISHED"
     missing = [name for name in REQUIRED_METRICS if name not in mlrun.data.metrics]

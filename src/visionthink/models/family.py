@@ -20,12 +20,14 @@ from visionthink.models.sharding import is_sharded
 
 if TYPE_CHECKING:
     from visionthink.episode.builder import EncodedImage
+    from visionthink.models.tiny import TinyModelSpec
     from visionthink.rollout.engine import GenerationRequest
 
 # config.model_type -> the module of this package that implements ModelFamily for it.
 FAMILY_MODULES = {
     "qwen2_5_vl": "visionthink.models.qwen",
     "qwen2_vl": "visionthink.models.qwen",
+    "qwen3_vl": "visionthink.models.qwen3_vl",
 }
 
 
@@ -65,6 +67,11 @@ class ModelFamily(Protocol):
         image_token_id: int,
         image_grid_thw: Any,
     ) -> torch.Tensor: ...
+
+    # The tiny random model of this family (model.tiny.family), built locally for tests and the default run
+    def tiny_processor(self, tokenizer: Any, chat_template: str) -> Any: ...
+
+    def tiny_model(self, spec: TinyModelSpec, tokenizer: Any) -> Any: ...
 
 
 def family_for(model_type: str, where: str = "the model") -> ModelFamily:

@@ -120,7 +120,7 @@ def save_policy_and_processor(
     policy.save_pretrained(directory, state_dict=state_dict)
     processor.save_pretrained(directory)
     processor.tokenizer.save_pretrained(directory)
-    write_video_processor_config(directory, processor.image_processor)
+    write_video_processor_config(directory, processor)
     return directory
 
 

@@ -1,9 +1,9 @@
-"""A Qwen2.5-VL processor for images only.
+"""Image-only processors of the Qwen VL families.
 
-transformers 5.x type-checks the ``video_processor`` argument of ``Qwen2_5_VLProcessor``
-against a class that only exists when torchvision is installed, and there is no CPU
-torchvision wheel. Dropping the argument from ``__init__`` removes the video processor
-from the processor's attributes, so the class builds, saves and reloads without it.
+transformers 5.x type-checks the ``video_processor`` argument of the Qwen VL processors against
+a class that only exists when torchvision is installed, and there is no CPU torchvision wheel.
+Dropping the argument from ``__init__`` removes the video processor from the processor's
+attributes, so the class builds, saves and reloads without it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import json
 from pathlib import Path
 
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+class _WithoutVideoProcessor:
+    """Put before a Qwen VL processor class: the attributes come from this ``__init__``."""
+
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]
             image_processor=image_processor,
             tokenizer=tokenizer,
             video_processor=None,
@@ -25,17 +28,26 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         )
 
 
-# What Qwen2VLVideoProcessor shares with the image processor (its class needs torchvision).
+class ImageOnlyQwen2_5_VLProcessor(_WithoutVideoProcessor, Qwen2_5_VLProcessor):
+    # What vLLM and AutoProcessor build the video half from (video_preprocessor_config.json)
+    video_processor_type = "Qwen2VLVideoProcessor"
+
+
+class ImageOnlyQwen3VLProcessor(_WithoutVideoProcessor, Qwen3VLProcessor):
+    video_processor_type = "Qwen3VLVideoProcessor"
+
+
+# What the Qwen video processors share with the image processor (their classes need torchvision).
 _VIDEO_KEYS = (
     "do_convert_rgb", "do_normalize", "do_rescale", "do_resize", "image_mean", "image_std",
     "merge_size", "patch_size", "temporal_patch_size", "resample", "rescale_factor", "size",
 )  # fmt: skip
 
 
-def write_video_processor_config(directory: str | Path, image_processor) -> None:
+def write_video_processor_config(directory: str | Path, processor) -> None:
     """Write ``video_preprocessor_config.json``: vLLM and transformers' ``AutoProcessor`` build
-    the full Qwen2.5-VL processor from a folder and refuse one without a video processor."""
-    settings = image_processor.to_dict()
-    config = {"video_processor_type": "Qwen2VLVideoProcessor"}
+    the full processor from a folder and refuse one without a video processor."""
+    settings = processor.image_processor.to_dict()
+    config = {"video_processor_type": processor.video_processor_type}
     config.update({key: settings[key] for key in _VIDEO_KEYS if key in settings})
     (Path(directory) / "video_preprocessor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))

@@ -1,9 +1,10 @@
 """The Qwen2-VL / Qwen2.5-VL family (``visionthink.models.family.ModelFamily``): its special
-tokens, its processor, how requests become model inputs, where its rope index lives."""
+tokens, its processor, how requests become model inputs, where its rope index lives, and the
+tiny random model tests and the default run use."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -13,6 +14,7 @@ from visionthink.models.family import SpecialTokenIds
 
 if TYPE_CHECKING:
     from visionthink.episode.builder import EncodedImage
+    from visionthink.models.tiny import TinyModelSpec
     from visionthink.rollout.engine import GenerationRequest
 
 # Tokens a policy must never generate: a generated placeholder would desynchronise image
@@ -42,19 +44,21 @@ def load_processor(path: str, pixel_bounds: dict[str, int] | None = None) -> Any
     the torchvision one cannot load on CPU machines; ``pixel_bounds``
     (``{"shortest_edge": min, "longest_edge": max}``) comes from the resolution policy so that
     token counts and the processor agree."""
+    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
+
+    return load_image_only_processor(ImageOnlyQwen2_5_VLProcessor, path, pixel_bounds)
+
+
+def load_image_only_processor(processor_class: type, path: str, pixel_bounds: dict[str, int] | None) -> Any:
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
 
     kwargs = {"size": dict(pixel_bounds)} if pixel_bounds else {}
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.chat_template is None:
-        raise ValueError(f"The tokenizer at {path!r} has no chat template; Qwen2.5-VL instruct checkpoints ship one.")
-    return ImageOnlyQwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
-    )
+        raise ValueError(f"The tokenizer at {path!r} has no chat template; Qwen VL instruct checkpoints ship one.")
+    return processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
 
 
 def is_vision_parameter(name: str) -> bool:
@@ -91,6 +95,16 @@ def image_inputs(model: Any, images: Sequence[EncodedImage], share: bool = True)
     the prompt image of G rollouts) goes through the vision tower once: the model places its
     features at every occurrence and autograd sums their gradients. ``generate`` takes only
     ``pixel_values`` (``share=False``)."""
+    return encoded_image_inputs(model, images, share, lambda features, order: BaseModelOutputWithPooling(
+        pooler_output=tuple(features.pooler_output[i] for i in order)
+    ))  # fmt: skip
+
+
+def encoded_image_inputs(
+    model: Any, images: Sequence[EncodedImage], share: bool, repeat: Callable[[Any, list[int]], Any]
+) -> dict[str, Any]:
+    """``image_inputs`` of a family whose vision tower output ``repeat(features, order)`` lays out
+    per occurrence (``order``: each image's index among the distinct ones)."""
     if not images:
         return {}
     device = next(model.parameters()).device
@@ -104,16 +118,12 @@ def image_inputs(model: Any, images: Sequence[EncodedImage], share: bool = True)
     if not share or len(distinct) == len(images):
         pixel_values = torch.cat([image.pixel_values for image in images]).to(device, model.dtype)
         return {"pixel_values": pixel_values, "image_grid_thw": grid}
-    features = (
-        rope_model(model)
-        .get_image_features(
-            torch.cat([image.pixel_values for image in distinct]).to(device, model.dtype),
-            torch.stack([image.grid_thw for image in distinct]).to(device),
-            return_dict=True,
-        )
-        .pooler_output
+    features = rope_model(model).get_image_features(
+        torch.cat([image.pixel_values for image in distinct]).to(device, model.dtype),
+        torch.stack([image.grid_thw for image in distinct]).to(device),
+        return_dict=True,
     )
-    shared = BaseModelOutputWithPooling(pooler_output=tuple(features[slots[id(image)]] for image in images))
+    shared = repeat(features, [slots[id(image)] for image in images])
     return {"mm_encoder_outputs": {"image": shared}, "image_grid_thw": grid}
 
 
@@ -137,3 +147,82 @@ def rope_model(model: Any) -> Any:
     while not hasattr(inner, "get_rope_index"):
         inner = inner.model
     return inner
+
+
+def tiny_processor(tokenizer: Any, chat_template: str) -> Any:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor
+
+    return ImageOnlyQwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(), tokenizer=tokenizer, chat_template=chat_template
+    )
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Split half the head dimension into (temporal, height, width) like Qwen's [16, 24, 24] for 128."""
+    half = head_dim // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    return [temporal, height, half - temporal - height]
+
+
+def tiny_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
+    """A random Qwen2.5-VL of ``spec``'s sizes (window attention in all vision layers but the last)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text_config = tiny_text_config(
+        spec,
+        tokenizer,
+        {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section(spec.head_dim)},
+    )
+    vision_config = tiny_vision_config(spec, fullatt_block_indexes=[spec.vision_depth - 1], window_size=112)
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        **special_token_config(tokenizer),
+    )
+    torch.manual_seed(spec.seed)
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def tiny_text_config(spec: TinyModelSpec, tokenizer: Any, rope_parameters: dict[str, Any]) -> dict[str, Any]:
+    """The language model settings of a tiny Qwen VL model of ``spec``'s sizes."""
+    ids = tokenizer.convert_tokens_to_ids
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.text_hidden_size,
+        intermediate_size=spec.text_intermediate_size,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=32768,
+        rope_parameters=rope_parameters,
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|im_end|>"),
+        pad_token_id=ids("<|endoftext|>"),
+    )
+
+
+def tiny_vision_config(spec: TinyModelSpec, **family_settings: Any) -> dict[str, Any]:
+    """The vision tower settings of a tiny Qwen VL model of ``spec``'s sizes."""
+    return dict(
+        depth=spec.vision_depth,
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=spec.vision_intermediate_size,
+        num_heads=spec.vision_heads,
+        out_hidden_size=spec.text_hidden_size,
+        **family_settings,
+    )
+
+
+def special_token_config(tokenizer: Any) -> dict[str, int]:
+    """The token ids a Qwen VL config names, from ``tokenizer``."""
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }

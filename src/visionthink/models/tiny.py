@@ -1,4 +1,4 @@
-"""A tiny, randomly initialised Qwen2.5-VL with a locally trained tokenizer.
+"""A tiny, randomly initialised Qwen VL model with a locally trained tokenizer.
 
 Nothing can be downloaded on CI machines, so tests and the default run use this model.
 It is built once into ``<cache_dir>/tiny_models/<name>-<hash>/`` (``model.cache_dir``, outputs/
@@ -57,18 +57,12 @@ class TinyModelSpec:
     vision_intermediate_size: int = 128
     vocab_size: int = 1024
     seed: int = 0
+    # The model type to build: a family of visionthink.models.family (qwen2_5_vl, qwen3_vl)
+    family: str = "qwen2_5_vl"
 
     @property
     def head_dim(self) -> int:
         return self.text_hidden_size // self.text_heads
-
-
-def mrope_section(head_dim: int) -> list[int]:
-    """Split half the head dimension into (temporal, height, width) like Qwen's [16, 24, 24] for 128."""
-    half = head_dim // 2
-    temporal = half // 4
-    height = (half - temporal) // 2
-    return [temporal, height, half - temporal - height]
 
 
 def tokenizer_corpus() -> list[str]:
@@ -122,49 +116,6 @@ def _build_tokenizer(vocab_size: int, corpus: list[str]):
     return tokenizer
 
 
-def _build_model(spec: TinyModelSpec, tokenizer):
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    ids = tokenizer.convert_tokens_to_ids
-    text_config = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.text_hidden_size,
-        intermediate_size=spec.text_intermediate_size,
-        num_hidden_layers=spec.text_layers,
-        num_attention_heads=spec.text_heads,
-        num_key_value_heads=spec.text_kv_heads,
-        max_position_embeddings=32768,
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": 1_000_000.0,
-            "mrope_section": mrope_section(spec.head_dim),
-        },
-        bos_token_id=ids("<|endoftext|>"),
-        eos_token_id=ids("<|im_end|>"),
-        pad_token_id=ids("<|endoftext|>"),
-    )
-    vision_config = dict(
-        depth=spec.vision_depth,
-        hidden_size=spec.vision_hidden_size,
-        intermediate_size=spec.vision_intermediate_size,
-        num_heads=spec.vision_heads,
-        out_hidden_size=spec.text_hidden_size,
-        fullatt_block_indexes=[spec.vision_depth - 1],
-        window_size=112,
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-    )
-    torch.manual_seed(spec.seed)
-    return Qwen2_5_VLForConditionalGeneration(config)
-
-
 def _spec_hash(spec: TinyModelSpec, corpus: list[str]) -> str:
     payload = json.dumps({"spec": asdict(spec), "corpus": corpus, "template": CHAT_TEMPLATE}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
@@ -176,10 +127,8 @@ def ensure_tiny_checkpoint(spec: TinyModelSpec, name: str = "tiny", cache_dir: s
     The folder is written to a temporary sibling and renamed into place under a file lock,
     so parallel test workers or DDP ranks never see a half-written model.
     """
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
+    from visionthink.models.family import family_for
     from visionthink.models.loading import save_policy_and_processor
-    from visionthink.models.processor import ImageOnlyQwen2_5_VLProcessor, write_video_processor_config
 
     corpus = tokenizer_corpus()
     cache_dir = Path(cache_dir) if cache_dir is not None else OUTPUTS_DIR / "tiny_models"
@@ -188,15 +137,12 @@ def ensure_tiny_checkpoint(spec: TinyModelSpec, name: str = "tiny", cache_dir: s
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "config.json").exists():
-            # Built before the folder carried a video processor config: add it.
-            write_video_processor_config(target, Qwen2VLImageProcessorPil.from_pretrained(target))
+        if (target / "video_preprocessor_config.json").exists():
             return target
+        family = family_for(spec.family, where="model.tiny.family")
         tokenizer = _build_tokenizer(spec.vocab_size, corpus)
-        processor = ImageOnlyQwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessorPil(), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
-        )
-        model = _build_model(spec, tokenizer)
+        processor = family.tiny_processor(tokenizer, CHAT_TEMPLATE)
+        model = family.tiny_model(spec, tokenizer)
         staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=cache_dir))
         try:
             save_policy_and_processor(model, processor, staging)

@@ -170,7 +170,7 @@ class VLLMRolloutEngine:
         except Exception as error:
             raise InputError(
                 f"vLLM could not load the model folder {model_path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
-                "It needs a Qwen2.5-VL checkpoint with its processor files (a video_preprocessor_config.json "
+                "It needs a checkpoint of a family in visionthink/models/family.py with its processor files (a video_preprocessor_config.json "
                 "or preprocessor_config.json): export trained policies with src/export.py",
             ) from error
         self.asleep = False

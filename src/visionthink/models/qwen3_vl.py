@@ -1,0 +1,111 @@
+"""The Qwen3-VL family (``visionthink.models.family.ModelFamily``). What differs from Qwen2.5-VL
+(``qwen.py``, whose token handling and M-RoPE call it shares): 16 px patches (32 px per visual
+token after the 2x2 merge, the resolution policy's unit), a learned position grid in the vision
+tower, DeepStack (features of early vision layers added to the first language layers at the image
+tokens, so a shared image carries them too), interleaved M-RoPE whose image positions advance by
+the image's longer side only, and a processor whose video half needs timestamps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from visionthink.models.qwen import (  # the same tokens, padding, vision tower prefix and rope call
+    encoded_image_inputs,
+    is_vision_parameter,
+    load_image_only_processor,
+    pack_requests,
+    rope_positions,
+    special_token_config,
+    special_token_ids,
+    tiny_text_config,
+    tiny_vision_config,
+)
+
+if TYPE_CHECKING:
+    from visionthink.episode.builder import EncodedImage
+    from visionthink.models.tiny import TinyModelSpec
+
+__all__ = [
+    "image_inputs",
+    "is_vision_parameter",
+    "load_processor",
+    "pack_requests",
+    "rope_positions",
+    "special_token_ids",
+    "tiny_model",
+    "tiny_processor",
+]
+
+# What vLLM and AutoProcessor build the video half of the processor from (its class needs torchvision)
+VIDEO_PROCESSOR_TYPE = "Qwen3VLVideoProcessor"
+# Qwen3-VL's released image processor settings (preprocessor_config.json of Qwen/Qwen3-VL-8B-Instruct)
+IMAGE_PROCESSOR_SETTINGS = {
+    "patch_size": 16,
+    "merge_size": 2,
+    "temporal_patch_size": 2,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+}
+
+
+def load_processor(path: str, pixel_bounds: dict[str, int] | None = None) -> Any:
+    """The image-only processor of a checkpoint folder or hub id, as ``qwen.load_processor``."""
+    from visionthink.models.processor import ImageOnlyQwen3VLProcessor
+
+    return load_image_only_processor(ImageOnlyQwen3VLProcessor, path, pixel_bounds)
+
+
+def image_inputs(model: Any, images: Sequence[EncodedImage], share: bool = True) -> dict[str, Any]:
+    """As ``qwen.image_inputs``; a shared image's DeepStack features are shared with it."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+    def repeat(features: Any, order: list[int]) -> BaseModelOutputWithDeepstackFeatures:
+        return BaseModelOutputWithDeepstackFeatures(
+            pooler_output=tuple(features.pooler_output[i] for i in order),
+            deepstack_features=[tuple(layer[i] for i in order) for layer in features.deepstack_features],
+        )
+
+    return encoded_image_inputs(model, images, share, repeat)
+
+
+def tiny_processor(tokenizer: Any, chat_template: str) -> Any:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from visionthink.models.processor import ImageOnlyQwen3VLProcessor
+
+    return ImageOnlyQwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(**IMAGE_PROCESSOR_SETTINGS),
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+    )
+
+
+def tiny_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
+    """A random Qwen3-VL of ``spec``'s sizes, shaped like the released ones (DeepStack from the
+    first vision layer, interleaved M-RoPE split like [24, 20, 20] of 64)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    half = spec.head_dim // 2
+    spatial = (half * 20) // 64
+    rope = {
+        "rope_type": "default",
+        "rope_theta": 5_000_000.0,
+        "mrope_section": [half - 2 * spatial, spatial, spatial],
+        "mrope_interleaved": True,
+    }
+    text_config = tiny_text_config(spec, tokenizer, rope)
+    vision_config = tiny_vision_config(
+        spec,
+        patch_size=IMAGE_PROCESSOR_SETTINGS["patch_size"],
+        spatial_merge_size=IMAGE_PROCESSOR_SETTINGS["merge_size"],
+        temporal_patch_size=IMAGE_PROCESSOR_SETTINGS["temporal_patch_size"],
+        # A 16 x 16 learned grid, resampled to each image's (the released models: 48 x 48)
+        num_position_embeddings=256,
+        deepstack_visual_indexes=[0],
+    )
+    config = Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **special_token_config(tokenizer))
+    torch.manual_seed(spec.seed)
+    return Qwen3VLForConditionalGeneration(config)
