@@ -65,6 +65,7 @@ def ours(
     max_new_tokens: int,
     callbacks: list[Any] | None = None,
     multi_turn: bool = False,
+    lora: Any = None,
 ) -> list[float]:
     from functools import partial
 
@@ -82,7 +83,7 @@ def ours(
     prompt = instantiate(OmegaConf.load(CONF_DIR / "prompt" / ("agent.yaml" if multi_turn else "general_qa.yaml")))
     extra = {"backend_factory": half_ask_backend} if multi_turn else {}
     module = VisionThinkGRPO(
-        model=ModelConfig(name_or_path=model_path),
+        model=ModelConfig(name_or_path=model_path, **({"lora": lora} if lora is not None else {})),
         prompt=prompt,
         resolution=resolution,
         rollout=RolloutConfig(
@@ -192,6 +193,35 @@ def compare(model_path: str, data_path: str, resolution: Any, processor: Any, sa
     result["block_ratios"] = block_ratios
     result["steps_measured"] = {side: len(values) for side, values in times.items()}
     return result
+
+
+def lora_against_full(model_path: str, data_path: str, resolution: Any, steps: int = 12, warmup: int = 2,
+                      blocks: int = 3, group_size: int = 8, max_new_tokens: int = 64) -> dict[str, Any]:  # fmt: skip
+    """Our single-turn step with rank-16 LoRA adapters on the language model's linear layers
+    (``model/lora=language``) against full fine-tuning, in interleaved blocks; and what each
+    trains: parameters, and AdamW's two moments (fp32) for them."""
+    from visionthink.models import ModelConfig, load_policy
+    from visionthink.models.lora import LoraSettings, attach_lora
+
+    settings = LoraSettings(rank=16)
+    times: dict[str, list[float]] = {"full": [], "lora": []}
+    block_ratios = []
+    for _ in range(blocks):
+        full = ours(model_path, data_path, resolution, steps, group_size, max_new_tokens)[warmup:]
+        lora = ours(model_path, data_path, resolution, steps, group_size, max_new_tokens, lora=settings)[warmup:]
+        times["full"] += full
+        times["lora"] += lora
+        block_ratios.append(median(lora) / median(full))
+    policy = load_policy(ModelConfig(), model_path)
+    total = sum(p.numel() for p in policy.parameters())
+    adapters = sum(p.numel() for p in attach_lora(policy, settings).parameters() if p.requires_grad)
+    return {
+        **{side: median(values) for side, values in times.items()},
+        "ratio": median(block_ratios),
+        "block_ratios": block_ratios,
+        "trainable": {"full": total, "lora": adapters},
+        "adam_state_mib": {"full": 8 * total / 2**20, "lora": 8 * adapters / 2**20},
+    }
 
 
 def profile(model_path: str, data_path: str, resolution: Any, steps: int = 8, warmup: int = 2,

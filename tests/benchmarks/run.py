@@ -2,6 +2,7 @@
 
 python tests/benchmarks/run.py            # everything (~20-30 minutes on 2 cores)
 python tests/benchmarks/run.py --quick    # a few steps of each, to check the harness
+python tests/benchmarks/run.py --only-lora   # the LoRA section alone, replaced in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -69,8 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few steps, to check the harness")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument(
+        "--only-lora", action="store_true", help="measure the LoRA section alone and replace it in --output"
+    )
     args = parser.parse_args()
     steps, blocks = (4, 1) if args.quick else (12, 3)
+    if args.only_lora:
+        replace_section(Path(args.output), lora_section(lora_step(steps, blocks)))
+        return
     results: dict = {"settings": {"steps_per_block": steps, "blocks": blocks, "warmup_steps": 2, "group_size": 8,
                                   "max_new_tokens": 64, "threads": torch.get_num_threads()}}  # fmt: skip
     import grpo_step
@@ -93,6 +100,7 @@ def main() -> None:
                     path, str(data), RESOLUTION, processor, samples, images, steps=steps, blocks=blocks
                 )
                 results["profile"][f"{label}, {size} px"] = grpo_step.profile(path, str(data), RESOLUTION, steps=steps)
+        results["lora_step"] = lora_step(steps, blocks)
         name, spec = SIZES["tiny_10m (10M)"]
         path = str(ModelConfig(tiny=spec, tiny_name=name).resolve_path())
         print("GRPO step, half of the trajectories two turns: tiny_10m (10M), 224 px", flush=True)
@@ -137,6 +145,47 @@ def main() -> None:
     Path(args.output).write_text(report)
     log_to_mlflow(results, Path(args.output))
     print(report)
+
+
+def lora_step(steps: int, blocks: int) -> dict:
+    import grpo_step
+
+    name, spec = SIZES["tiny_10m (10M)"]
+    print("GRPO step, LoRA against full weights: tiny_10m (10M), 224 px", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = dataset(Path(tmp), 224)
+        path = str(ModelConfig(tiny=spec, tiny_name=name).resolve_path())
+        return grpo_step.lora_against_full(path, str(data), RESOLUTION, steps=steps, blocks=blocks)
+
+
+LORA_HEADING = "## LoRA step against full weights"
+
+
+def lora_section(row: dict) -> list[str]:
+    spread = ", ".join(f"{r:.2f}" for r in row["block_ratios"])
+    return [LORA_HEADING, "",
+            "tiny_10m (10M), 224 px, our single-turn step as above; rank-16 adapters on the language model's linear "
+            f"layers (`model/lora=language`), median of {len(row['block_ratios'])} interleaved blocks "
+            f"(measured {time.strftime('%Y-%m-%d')}).", "",
+            "| | step (s) | trainable parameters | AdamW moments (MiB, fp32) |", "|---|---|---|---|",
+            *(f"| {side} | {row[side]:.3f} | {row['trainable'][side]:,} | {row['adam_state_mib'][side]:.1f} |"
+              for side in ("full", "lora")),
+            "", f"- LoRA step / full step: {row['ratio']:.2f} (per block: {spread}). A step here is mostly decoding and "
+            "forward passes, which adapters do not remove; what LoRA saves is the gradients and optimizer state of "
+            "the frozen weights (the table), which decide the memory at 7B (docs/training-on-gpus.md).", ""]  # fmt: skip
+
+
+def replace_section(report: Path, section: list[str]) -> None:
+    """Put ``section`` in place of the report's section of the same heading (or at its end)."""
+    lines = report.read_text().splitlines() if report.exists() else []
+    heading = section[0]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = section
+    else:
+        lines += ["", *section]
+    report.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -208,6 +257,7 @@ def render(results: dict, command: str) -> str:
         lines.append(
             f"| {label} | {r['turn2_prefill_tokens']} | {r['turn2_seconds']:.2f} | {r['seconds']:.2f} | {r['tokens_per_second']:.0f} |"
         )
+    lines += ["", *lora_section(results["lora_step"])]
     a = results["adaptive"]
     lines += ["", f"## Adaptive inference (~10M model, 448-px synthetic set, {a['needs_high_res']:.0%} of questions need high resolution, "
               f"decision scripted from the question, greedy, 32 new tokens; median of {a['full']['runs']} interleaved runs)", "",
@@ -304,6 +354,7 @@ def log_to_mlflow(results: dict, report: Path) -> None:
             key = name.replace(" ", "").replace(",", "_").replace("(", "").replace(")", "")
             client.log_metric(run_id, f"grpo_step/{key}/ratio", row["ratio"])
         client.log_metric(run_id, "grpo_step/multi_turn_seconds", results["multi_turn_step"]["multi"])
+        client.log_metric(run_id, "grpo_step/lora_vs_full", results["lora_step"]["ratio"])
         client.log_metric(run_id, "adaptive/time_vs_full", results["adaptive"]["adaptive_time_vs_full"])
         client.log_metric(run_id, "memory/default_train_gib", results["memory"]["default_train_peak_rss_gib"])
         for row in results["vllm_rollout"].values():
