@@ -111,32 +111,43 @@ def qwen2_vl_path(tiny_path, tmp_path_factory) -> str:
     return str(folder)
 
 
+def tiny_family_path(family: str) -> str:
+    """The tiny random model of ``family`` (``model=tiny_<family>``), with its own processor."""
+    return ModelConfig(tiny=TinyModelSpec(family=family), tiny_name=f"tiny_{family}").resolve_path()
+
+
 @pytest.fixture(scope="session")
 def qwen3_vl_path() -> str:
-    """The tiny random model as a Qwen3-VL (``model=tiny_qwen3_vl``), with its own processor."""
-    return ModelConfig(tiny=TinyModelSpec(family="qwen3_vl"), tiny_name="tiny_qwen3_vl").resolve_path()
+    return tiny_family_path("qwen3_vl")
+
+
+@pytest.fixture(scope="session")
+def qwen3_5_path() -> str:
+    return tiny_family_path("qwen3_5")
 
 
 @dataclass(frozen=True)
 class FamilyModel:
     """A tiny model of one family with the processor and episode builder that feed it."""
 
+    name: str
     model: Any
     processor: Any
     builder: EpisodeBuilder
 
 
-@pytest.fixture(scope="session", params=["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
-def family(request, model, processor, builder, qwen2_vl_path, qwen3_vl_path, agent_prompt) -> FamilyModel:
+@pytest.fixture(scope="session", params=["qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5"])
+def family(request, model, processor, builder, qwen2_vl_path, agent_prompt) -> FamilyModel:
     """The tiny model of each model type the families list, for tests of code that must not
     depend on which one it runs (every tiny model shares one tokenizer)."""
     if request.param == "qwen2_5_vl":
-        return FamilyModel(model, processor, builder)
+        return FamilyModel(request.param, model, processor, builder)
     if request.param == "qwen2_vl":  # Qwen2.5-VL's processor
-        return FamilyModel(load_policy(ModelConfig(), qwen2_vl_path).eval(), processor, builder)
-    own = load_processor(qwen3_vl_path, SMALL_RESOLUTION.processor_size())
-    model = load_policy(ModelConfig(), qwen3_vl_path).eval()
-    return FamilyModel(model, own, EpisodeBuilder(own, agent_prompt, SMALL_RESOLUTION))
+        return FamilyModel(request.param, load_policy(ModelConfig(), qwen2_vl_path).eval(), processor, builder)
+    path = tiny_family_path(request.param)
+    own = load_processor(path, SMALL_RESOLUTION.processor_size())
+    model = load_policy(ModelConfig(), path).eval()
+    return FamilyModel(request.param, model, own, EpisodeBuilder(own, agent_prompt, SMALL_RESOLUTION))
 
 
 @pytest.fixture(scope="session")

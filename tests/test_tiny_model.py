@@ -118,3 +118,14 @@ def test_the_tiny_qwen3_vl_is_a_qwen3_vl_with_its_own_processor(qwen3_vl_path, t
 def test_a_tiny_family_without_a_module_is_refused_naming_the_setting(tmp_path):
     with pytest.raises(InputError, match=r"model.tiny.family is a 'llava' model"):
         ensure_tiny_checkpoint(TinyModelSpec(family="llava"), cache_dir=tmp_path)
+
+
+def test_the_tiny_qwen3_5_mixes_gated_deltanet_and_attention_layers(qwen3_5_path):
+    from visionthink.models.family import continues_from_shared_caches
+
+    config = json.loads((Path(qwen3_5_path) / "config.json").read_text())
+    assert config["model_type"] == "qwen3_5"
+    assert config["text_config"]["layer_types"] == ["linear_attention", "full_attention"]
+    model = load_policy(ModelConfig(), qwen3_5_path)
+    assert not continues_from_shared_caches(model)
+    assert type(load_processor(qwen3_5_path)).__name__ == "ImageOnlyQwen3VLProcessor"

@@ -38,12 +38,12 @@ def sampled_logprobs(policy, trajectories, tokenizer, temperature=1.0):
     return rows
 
 
-def assert_engine_logprobs_match(policy, trajectories, tokenizer, temperature=1.0):
+def assert_engine_logprobs_match(policy, trajectories, tokenizer, temperature=1.0, tolerance=LOGPROB_TOLERANCE):
     expected_rows = sampled_logprobs(policy, trajectories, tokenizer, temperature)
     for expected, trajectory in zip(expected_rows, trajectories, strict=True):
         reported = torch.tensor(trajectory.rollout_logprobs)
         assert reported.shape == expected.shape
-        assert (reported - expected).abs().max() < LOGPROB_TOLERANCE
+        assert (reported - expected).abs().max() < tolerance
 
 
 def fresh_policy(model):
@@ -76,20 +76,24 @@ def one_large_step(policy, builder, samples, lr=1e-2):
     teacher_forced_step(policy, optimizer, builder.build(samples[0]), answer, tokenizer)
 
 
-def assert_a_push_makes_vllm_generate_as(policy, engine, model, builder, samples, tokenizer) -> None:
+def assert_a_push_makes_vllm_generate_as(
+    policy, engine, model, builder, samples, tokenizer, tolerance=LOGPROB_TOLERANCE
+) -> None:
     """Greedy episodes from vLLM, before and after ``policy``'s weights are pushed: after, its
-    log-probs and tokens are the policy's (and differ from the model's before)."""
+    log-probs (to ``tolerance``) and, in fp32, its tokens are the policy's (and differ from the
+    model's before; greedy tokens of a bf16 engine may part from an fp32 policy's at a near tie)."""
     episodes = [builder.build(s) for s in samples[:4]]
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1))
     before = driver.run(episodes, GREEDY)
-    assert_engine_logprobs_match(model, before, tokenizer)
+    assert_engine_logprobs_match(model, before, tokenizer, tolerance=tolerance)
     sync = CopyToEngineSync(engine)
     sync.push(policy)
     after = driver.run(episodes, GREEDY)
     policy.eval()
-    assert_engine_logprobs_match(policy, after, tokenizer)
-    transformers = EpisodeDriver(TransformersRolloutEngine(policy, tokenizer), builder, RolloutConfig(group_size=1))
-    assert [t.token_ids for t in after] == [t.token_ids for t in transformers.run(episodes, GREEDY)]
+    assert_engine_logprobs_match(policy, after, tokenizer, tolerance=tolerance)
+    if tolerance == LOGPROB_TOLERANCE:  # fp32 on both sides: the same greedy tokens too
+        local = EpisodeDriver(TransformersRolloutEngine(policy, tokenizer), builder, RolloutConfig(group_size=1))
+        assert [t.token_ids for t in after] == [t.token_ids for t in local.run(episodes, GREEDY)]
     assert [t.token_ids for t in after] != [t.token_ids for t in before]
     assert sync.version == 1
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from visionthink.episode.builder import Segment
-from visionthink.models.family import family_of, model_inputs
+from visionthink.models.family import continues_from_shared_caches, family_of, model_inputs
 from visionthink.models.sharding import is_sharded
 from visionthink.rollout.engine import GenerationRequest
 from visionthink.rollout.trajectory import Trajectory
@@ -144,8 +144,10 @@ def next_token_logits(
     # Asked of the layers, which is where HF keeps the flag, under any wrapper (PEFT, FSDP)
     checkpointing = any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
     # A sharded model's forward passes gather weights from all ranks: one pass per micro-batch,
-    # through every block (the vision tower included), the same on every rank.
-    shared = None if checkpointing or is_sharded(model) else shared_prompts(trajectories)
+    # through every block (the vision tower included), the same on every rank. A recurrent layer's
+    # state cannot continue a shared prompt's cache.
+    whole = checkpointing or is_sharded(model) or not continues_from_shared_caches(model)
+    shared = None if whole else shared_prompts(trajectories)
     if shared is None:
         return whole_sequence_logits(model, trajectories, pad_id, image_token_id)
     return shared_prompt_logits(model, trajectories, *shared, pad_id, image_token_id)

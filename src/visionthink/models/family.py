@@ -28,6 +28,7 @@ FAMILY_MODULES = {
     "qwen2_5_vl": "visionthink.models.qwen",
     "qwen2_vl": "visionthink.models.qwen",
     "qwen3_vl": "visionthink.models.qwen3_vl",
+    "qwen3_5": "visionthink.models.qwen3_5",
 }
 
 
@@ -46,6 +47,12 @@ class SpecialTokenIds:
 
 class ModelFamily(Protocol):
     """Implemented by a module of this package (PEP 544: modules can satisfy protocols)."""
+
+    # Layers with a recurrent state over the whole sequence (Gated DeltaNet) beside attention: such
+    # a state cannot be cut back to a prefix, and padding inside a sequence passes through it, so
+    # no forward continues from another sequence's cache (turn-2 reuse, a group's shared prefill,
+    # the training pass over a shared prompt): every sequence runs whole.
+    RECURRENT_LAYERS: bool
 
     def special_token_ids(self, tokenizer: Any) -> SpecialTokenIds: ...
 
@@ -89,6 +96,11 @@ def family_for(model_type: str, where: str = "the model") -> ModelFamily:
 def family_of(model: Any) -> ModelFamily:
     """The family of a loaded policy (also under PEFT wrappers, which forward ``config``)."""
     return family_for(model.config.model_type)
+
+
+def continues_from_shared_caches(model: Any) -> bool:
+    """Whether the fast paths that continue from a shared or earlier cache apply to ``model``."""
+    return not family_of(model).RECURRENT_LAYERS
 
 
 def model_inputs(

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from visionthink.models.tiny import TinyModelSpec
     from visionthink.rollout.engine import GenerationRequest
 
+# Attention layers only: a cached prefix serves any continuation (family.ModelFamily)
+RECURRENT_LAYERS = False
 # Tokens a policy must never generate: a generated placeholder would desynchronise image
 # features and image tokens.
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")

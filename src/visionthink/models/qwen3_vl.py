@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from visionthink.models.qwen import (  # the same tokens, padding, vision tower prefix and rope call
+    RECURRENT_LAYERS,
     encoded_image_inputs,
     is_vision_parameter,
     load_image_only_processor,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from visionthink.models.tiny import TinyModelSpec
 
 __all__ = [
+    "RECURRENT_LAYERS",
     "image_inputs",
     "is_vision_parameter",
     "load_processor",
@@ -83,6 +85,19 @@ def tiny_processor(tokenizer: Any, chat_template: str) -> Any:
     )
 
 
+def tiny_vision_tower(spec: TinyModelSpec, **family_settings: Any) -> dict[str, Any]:
+    """The vision settings of a tiny model with Qwen3-VL's patch geometry."""
+    return tiny_vision_config(
+        spec,
+        patch_size=IMAGE_PROCESSOR_SETTINGS["patch_size"],
+        spatial_merge_size=IMAGE_PROCESSOR_SETTINGS["merge_size"],
+        temporal_patch_size=IMAGE_PROCESSOR_SETTINGS["temporal_patch_size"],
+        # A 16 x 16 learned grid, resampled to each image's (the released models: 48 x 48)
+        num_position_embeddings=256,
+        **family_settings,
+    )
+
+
 def tiny_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
     """A random Qwen3-VL of ``spec``'s sizes, shaped like the released ones (DeepStack from the
     first vision layer, interleaved M-RoPE split like [24, 20, 20] of 64)."""
@@ -97,15 +112,7 @@ def tiny_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
         "mrope_interleaved": True,
     }
     text_config = tiny_text_config(spec, tokenizer, rope)
-    vision_config = tiny_vision_config(
-        spec,
-        patch_size=IMAGE_PROCESSOR_SETTINGS["patch_size"],
-        spatial_merge_size=IMAGE_PROCESSOR_SETTINGS["merge_size"],
-        temporal_patch_size=IMAGE_PROCESSOR_SETTINGS["temporal_patch_size"],
-        # A 16 x 16 learned grid, resampled to each image's (the released models: 48 x 48)
-        num_position_embeddings=256,
-        deepstack_visual_indexes=[0],
-    )
+    vision_config = tiny_vision_tower(spec, deepstack_visual_indexes=[0])
     config = Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **special_token_config(tokenizer))
     torch.manual_seed(spec.seed)
     return Qwen3VLForConditionalGeneration(config)

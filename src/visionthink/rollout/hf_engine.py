@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
-from visionthink.models.family import family_of, model_inputs
+from visionthink.models.family import continues_from_shared_caches, family_of, model_inputs
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, SamplingConfig
 from visionthink.rollout.kv_cache import (
     CachedBatch,
@@ -32,12 +32,14 @@ class TransformersRolloutEngine:
     Requests that repeat a prompt (the rollouts of a group) prefill it once and continue from its
     KV cache. With ``reuse_kv_cache``, each call keeps its KV cache and a following call whose
     requests continue the cached sequences (the second turn of an episode) prefills only the new
-    tokens (``visionthink.rollout.kv_cache``). ``end_episodes`` drops the cache."""
+    tokens (``visionthink.rollout.kv_cache``). ``end_episodes`` drops the cache. A family with
+    recurrent layers does neither: every request is prefilled whole."""
 
     def __init__(self, model: Any, tokenizer: Any, reuse_kv_cache: bool = False):
         self.model = model
         self.ids = family_of(model).special_token_ids(tokenizer)
-        self.reuse_kv_cache = reuse_kv_cache
+        self.shares_caches = continues_from_shared_caches(model)
+        self.reuse_kv_cache = reuse_kv_cache and self.shares_caches
         self._cached: CachedBatch | None = None
         # Tokens run through the model as prompt (prefill), and prompt tokens served from the cache.
         self.prefill_tokens = 0
@@ -73,7 +75,8 @@ class TransformersRolloutEngine:
         try:
             cached = self._cached if self.reuse_kv_cache else None
             matches = match(cached, requests, self.ids.image) if cached is not None else None
-            if matches is None and (shared := distinct_prompts(requests, self.ids.image)) is not None:
+            shared = distinct_prompts(requests, self.ids.image) if self.shares_caches and matches is None else None
+            if shared is not None:
                 prompts, matches = shared
                 self._cached = prefill_prompts(self.model, prompts, self.ids)
                 self.prefill_tokens += int(self._cached.valid.sum())

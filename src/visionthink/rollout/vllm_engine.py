@@ -77,6 +77,16 @@ def collapse_image_pads(token_ids: Sequence[int], image_token_id: int) -> list[i
     return collapsed
 
 
+def check_cpu_recurrent_settings(model_path: str, settings: VLLMSettings) -> None:
+    """vLLM's CPU kernel of the Gated DeltaNet layers (Qwen3.5) computes in bfloat16 only."""
+    if settings.dtype != "bfloat16":
+        raise InputError(
+            f"vLLM on a CPU runs the recurrent (Gated DeltaNet) layers of {model_path} in bfloat16 only, "
+            f"not rollout.vllm.dtype={settings.dtype}",
+            "Set rollout.vllm.dtype=bfloat16 (its log-probs then differ from an fp32 policy's by bf16 rounding)",
+        )
+
+
 def vllm_prompt(request: GenerationRequest, image_token_id: int) -> dict[str, Any]:
     prompt: dict[str, Any] = {"prompt_token_ids": collapse_image_pads(request.token_ids, image_token_id)}
     if request.images:
@@ -138,7 +148,8 @@ class VLLMRolloutEngine:
         if self.on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
         self.settings = settings
-        self.ids = checkpoint_family(model_path).special_token_ids(tokenizer)
+        family = checkpoint_family(model_path)
+        self.ids = family.special_token_ids(tokenizer)
         self.sleep_level = settings.sleep_level
         sleep_mode = settings.sleep_level > 0 and current_platform.is_sleep_mode_available()
         if settings.sleep_level and not sleep_mode:
@@ -150,13 +161,18 @@ class VLLMRolloutEngine:
             # cannot do ("CPU Generator does not use offset"): prefill whole prompts instead.
             engine_kwargs.setdefault("enable_chunked_prefill", False)
             engine_kwargs.setdefault("max_num_batched_tokens", settings.max_model_len)
+        enable_prefix_caching = settings.enable_prefix_caching
+        if self.on_cpu and family.RECURRENT_LAYERS:
+            check_cpu_recurrent_settings(model_path, settings)
+            # vLLM caches a recurrent layer's prefix states only with chunked prefill (off above)
+            enable_prefix_caching = False
         try:
             self.llm = vllm.LLM(
                 model=model_path,
                 tensor_parallel_size=settings.tensor_parallel_size,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
                 max_model_len=settings.max_model_len,
-                enable_prefix_caching=settings.enable_prefix_caching,
+                enable_prefix_caching=enable_prefix_caching,
                 enable_sleep_mode=sleep_mode,
                 enforce_eager=settings.enforce_eager,
                 dtype=settings.dtype,
