@@ -57,7 +57,7 @@ class TinyModelSpec:
     vision_intermediate_size: int = 128
     vocab_size: int = 1024
     seed: int = 0
-    # The model type to build: a family of visionthink.models.family (qwen2_5_vl, qwen3_vl)
+    # The model type to build: a family of visionthink.models.family (qwen2_5_vl, qwen3_vl, qwen3_5)
     family: str = "qwen2_5_vl"
 
     @property
