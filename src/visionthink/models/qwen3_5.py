@@ -40,13 +40,12 @@ def tiny_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
     (the last one attention), rotary embedding on a quarter of each head as released."""
     from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
 
-    rotary = spec.head_dim // 4 // 2  # half the rotated dimensions, split as Qwen3-VL's [24, 20, 20] of 64
-    spatial = (rotary * 20) // 64 or 1
     rope = {
         "rope_type": "default",
         "rope_theta": 10_000_000.0,
         "partial_rotary_factor": 0.25,
-        "mrope_section": [rotary - 2 * spatial, spatial, spatial],
+        # half of the quarter of each head that is rotated
+        "mrope_section": qwen3_vl.interleaved_mrope_section(spec.head_dim // 4 // 2),
         "mrope_interleaved": True,
     }
     text_config = tiny_text_config(spec, tokenizer, rope)

@@ -41,8 +41,6 @@ __all__ = [
     "tiny_processor",
 ]
 
-# What vLLM and AutoProcessor build the video half of the processor from (its class needs torchvision)
-VIDEO_PROCESSOR_TYPE = "Qwen3VLVideoProcessor"
 # Qwen3-VL's released image processor settings (preprocessor_config.json of Qwen/Qwen3-VL-8B-Instruct)
 IMAGE_PROCESSOR_SETTINGS = {
     "patch_size": 16,
@@ -98,17 +96,21 @@ def tiny_vision_tower(spec: TinyModelSpec, **family_settings: Any) -> dict[str, 
     )
 
 
+def interleaved_mrope_section(rotary_half: int) -> list[int]:
+    """Split the rotated half of a head into (temporal, height, width) as Qwen3-VL's [24, 20, 20] of 64."""
+    spatial = max(1, rotary_half * 20 // 64)
+    return [rotary_half - 2 * spatial, spatial, spatial]
+
+
 def tiny_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
     """A random Qwen3-VL of ``spec``'s sizes, shaped like the released ones (DeepStack from the
     first vision layer, interleaved M-RoPE split like [24, 20, 20] of 64)."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    half = spec.head_dim // 2
-    spatial = (half * 20) // 64
     rope = {
         "rope_type": "default",
         "rope_theta": 5_000_000.0,
-        "mrope_section": [half - 2 * spatial, spatial, spatial],
+        "mrope_section": interleaved_mrope_section(spec.head_dim // 2),
         "mrope_interleaved": True,
     }
     text_config = tiny_text_config(spec, tokenizer, rope)
