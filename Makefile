@@ -10,10 +10,13 @@ PY_VLLM := $(VENV_VLLM)/bin/python
 STAMP_VLLM := $(VENV_VLLM)/.installed
 # lmms-eval joins .venv-vllm: it needs torchvision, whose CPU build exists only beside that torch
 STAMP_LMMS_EVAL := $(VENV_VLLM)/.lmms-eval-installed
+# No wheel cache: a fresh machine never reuses it, and .venv-vllm's CUDA torch wheels would take
+# ~4 GB more disk beside its ~7.5 GB
+export PIP_NO_CACHE_DIR := 1
 # --isolated ignores the machine's pip configuration (its local +cpu torch wheel), and with it the
-# certificate bundle, which is passed again
+# certificate bundle, which is passed again, and the environment's PIP_NO_CACHE_DIR
 PIP_CERT := $(shell $(PYTHON_BOOT) -m pip config get global.cert 2>/dev/null)
-PIP_ISOLATED := $(PY_VLLM) -m pip --isolated $(if $(PIP_CERT),--cert $(PIP_CERT))
+PIP_ISOLATED := $(PY_VLLM) -m pip --isolated --no-cache-dir $(if $(PIP_CERT),--cert $(PIP_CERT))
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONPATH := $(CURDIR)/src
