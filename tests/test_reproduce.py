@@ -50,6 +50,11 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     for figure in ("resize_ratio", "base", "theta"):
         assert (report.parent / "figures" / f"reproduction_{figure}.png").read_bytes()[:4] == b"\x89PNG"
     assert text.count("Reproduced") + text.count("Not reproduced") == 6
+    # The theta sweep is read on the test split: each sweep run has its own adaptive evaluation
+    sweep = json.loads((tmp_path / "outputs" / "eval" / "miniature-i0-s0-eval-theta-0.3" / "results.json").read_text())
+    assert list(sweep["synthetic"]) == ["adaptive"]
+    ratio = sweep["synthetic"]["adaptive"]["resize_ratio"]
+    assert f"| 0 | {100 * ratio:.1f}% |" in text
 
     # The base stage of each initialisation: a save_pretrained folder that loads, and what it reads
     # per question kind and need (full and 1/4 resolution, the agent prompt's resize ratio), as

@@ -78,7 +78,7 @@ def _plot_theta(sweeps: dict[int, list[tuple[float, float]]], path: Path) -> Non
         points = sorted(points)
         axis.plot([p[0] for p in points], [p[1] for p in points], "o-", color=f"C{index}", label=f"seed {seed}")
     axis.set_xlabel("theta")
-    axis.set_ylabel("final validation resize ratio")
+    axis.set_ylabel("test resize ratio (adaptive, greedy)")
     axis.set_ylim(-0.05, 1.05)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
@@ -138,9 +138,9 @@ def measurements(
             m["paper_train"] = {"needs_high_res": need, "low_res_enough": rest} if None not in (need, rest) else None
             m["theta"] = []
             for theta in cfg.theta_sweep.thetas if init == cfg.inits[0] else []:
-                final = _load(outputs / "runs" / run_name(cfg, f"theta-{theta}", seed, init) / "final_metrics.json")
-                if final and "val/resize_ratio" in final:
-                    m["theta"].append((float(theta), final["val/resize_ratio"]))
+                results = _load(outputs / "eval" / run_name(cfg, f"eval-theta-{theta}", seed, init) / "results.json")
+                if results:
+                    m["theta"].append((float(theta), results["synthetic"]["adaptive"]["resize_ratio"]))
             measured[(init, seed)] = m
     return measured, bases
 
@@ -264,7 +264,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
                      f"{_pct(f.get('resize_ratio/low_res_enough'))} | {_pct(f.get(f'resize_ratio/{wording}/needs_high_res'))} / "
                      f"{_pct(f.get(f'resize_ratio/{wording}/low_res_enough'))} | {decision} |")  # fmt: skip
     if sweeps:
-        lines += ["", f"## Theta sweep (initialisation {first}, final validation resize ratio)", "",
+        lines += ["", f"## Theta sweep (initialisation {first}, resize ratio on the test split, adaptive mode, greedy)", "",
                   "![theta](figures/reproduction_theta.png)", "",
                   "| seed | " + " | ".join(f"theta {t}" for t in cfg.theta_sweep.thetas) + " |",
                   "|---|" + "---|" * len(cfg.theta_sweep.thetas)]  # fmt: skip

@@ -93,7 +93,8 @@ def variants_of(cfg: Any, init: int) -> list[str]:
 
 def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
     """For every initialisation its base stage and the base's evaluation, then for every seed the
-    GRPO variants and their evaluations; the theta sweep from the first initialisation."""
+    GRPO variants and their evaluations; the theta sweep (and its evaluations) from the first
+    initialisation."""
     outputs = Path(cfg.paths.outputs_dir)
     kinds = [
         f"data.synthetic.coarse_kinds=[{','.join(recipe.coarse_kinds)}]",
@@ -166,6 +167,17 @@ def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
                             f"reward.penalty_theta={theta}",
                         ],  # fmt: skip
                         outputs / "runs" / run / "final_metrics.json",
+                    )
+                )
+                # The sweep is read on the test split, as every other claim: the 16-64 validation
+                # questions move the resize ratio in steps too coarse for the span it is held to
+                checkpoint = outputs / "runs" / run / "checkpoints" / "last.ckpt"
+                stages.append(
+                    evaluate_stage(
+                        cfg,
+                        run_name(cfg, f"eval-theta-{theta}", seed, init),
+                        evaluation + [f"seed={seed}", f"checkpoint={checkpoint}", "eval.modes=[adaptive]"],
+                        outputs,
                     )
                 )
     return stages
