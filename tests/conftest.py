@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,26 +129,45 @@ def qwen3_5_path() -> str:
 
 @dataclass(frozen=True)
 class FamilyModel:
-    """A tiny model of one family with the processor and episode builder that feed it."""
+    """A tiny model of one family (its folder and the loaded model) with the processor and episode
+    builder that feed it."""
 
     name: str
+    path: str
     model: Any
     processor: Any
     builder: EpisodeBuilder
 
 
-@pytest.fixture(scope="session", params=["qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5"])
-def family(request, model, processor, builder, qwen2_vl_path, agent_prompt) -> FamilyModel:
+FAMILIES = ["qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5"]
+
+
+@pytest.fixture(scope="session")
+def family_model(tiny_path, model, processor, builder, qwen2_vl_path, agent_prompt):
+    """name -> the tiny model of that family, loaded once per session (every tiny model shares one
+    tokenizer; Qwen2-VL's also Qwen2.5-VL's processor)."""
+
+    @functools.cache
+    def load(name: str) -> FamilyModel:
+        if name == "qwen2_5_vl":
+            return FamilyModel(name, tiny_path, model, processor, builder)
+        if name == "qwen2_vl":
+            return FamilyModel(
+                name, qwen2_vl_path, load_policy(ModelConfig(), qwen2_vl_path).eval(), processor, builder
+            )
+        path = tiny_family_path(name)
+        own = load_processor(path, SMALL_RESOLUTION.processor_size())
+        policy = load_policy(ModelConfig(), path).eval()
+        return FamilyModel(name, path, policy, own, EpisodeBuilder(own, agent_prompt, SMALL_RESOLUTION))
+
+    return load
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family(request, family_model) -> FamilyModel:
     """The tiny model of each model type the families list, for tests of code that must not
-    depend on which one it runs (every tiny model shares one tokenizer)."""
-    if request.param == "qwen2_5_vl":
-        return FamilyModel(request.param, model, processor, builder)
-    if request.param == "qwen2_vl":  # Qwen2.5-VL's processor
-        return FamilyModel(request.param, load_policy(ModelConfig(), qwen2_vl_path).eval(), processor, builder)
-    path = tiny_family_path(request.param)
-    own = load_processor(path, SMALL_RESOLUTION.processor_size())
-    model = load_policy(ModelConfig(), path).eval()
-    return FamilyModel(request.param, model, own, EpisodeBuilder(own, agent_prompt, SMALL_RESOLUTION))
+    depend on which one it runs."""
+    return family_model(request.param)
 
 
 @pytest.fixture(scope="session")

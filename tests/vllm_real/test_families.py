@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SMALL_RESOLUTION, FamilyModel, tiny_family_path
-from visionthink.episode import EpisodeBuilder
-from visionthink.models import ModelConfig, load_policy, load_processor
+from conftest import SMALL_RESOLUTION, tiny_family_path
 from visionthink.models.family import family_of
 from visionthink.models.lora import LoraSettings, attach_lora
 from visionthink.rollout import EpisodeDriver, RolloutConfig
@@ -30,17 +28,15 @@ TOLERANCE = {"qwen2_vl": LOGPROB_TOLERANCE, "qwen3_vl": LOGPROB_TOLERANCE, "qwen
 
 
 @pytest.fixture(scope="module", params=sorted(TOLERANCE))
-def family_engine(request, qwen2_vl_path, processor, agent_prompt):
+def family_engine(request, family_model):
     """(the family's tiny model with its processor and builder, a vLLM engine on its folder)."""
     from visionthink.rollout.vllm_engine import VLLMRolloutEngine, VLLMSettings
 
-    name = request.param
-    path = qwen2_vl_path if name == "qwen2_vl" else tiny_family_path(name)
-    own = processor if name == "qwen2_vl" else load_processor(path, SMALL_RESOLUTION.processor_size())
-    model = load_policy(ModelConfig(), path).eval()
-    family = FamilyModel(name, model, own, EpisodeBuilder(own, agent_prompt, SMALL_RESOLUTION))
-    settings = {**CPU_SETTINGS, "dtype": "bfloat16"} if family_of(model).RECURRENT_LAYERS else CPU_SETTINGS
-    engine = VLLMRolloutEngine(path, own.tokenizer, SMALL_RESOLUTION, VLLMSettings(**settings), max_images=2, seed=0)
+    family = family_model(request.param)
+    settings = {**CPU_SETTINGS, "dtype": "bfloat16"} if family_of(family.model).RECURRENT_LAYERS else CPU_SETTINGS
+    engine = VLLMRolloutEngine(
+        family.path, family.processor.tokenizer, SMALL_RESOLUTION, VLLMSettings(**settings), max_images=2, seed=0
+    )
     yield family, engine
     del engine  # vLLM frees it when the last reference goes
 
