@@ -142,15 +142,7 @@ def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
                         outputs / "runs" / run / "final_metrics.json",
                     )  # fmt: skip
                 )
-                checkpoint = outputs / "runs" / run / "checkpoints" / "last.ckpt"
-                stages.append(
-                    evaluate_stage(
-                        cfg,
-                        run_name(cfg, f"eval-{variant}", seed, init),
-                        evaluation + [f"seed={seed}", f"checkpoint={checkpoint}"],
-                        outputs,
-                    )
-                )
+                stages.append(trained_evaluation_stage(cfg, f"eval-{variant}", run, seed, init, evaluation, outputs))
             if init != cfg.inits[0]:
                 continue
             for theta in cfg.theta_sweep.thetas:
@@ -171,16 +163,30 @@ def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
                 )
                 # The sweep is read on the test split, as every other claim: the 16-64 validation
                 # questions move the resize ratio in steps too coarse for the span it is held to
-                checkpoint = outputs / "runs" / run / "checkpoints" / "last.ckpt"
                 stages.append(
-                    evaluate_stage(
+                    trained_evaluation_stage(
                         cfg,
-                        run_name(cfg, f"eval-theta-{theta}", seed, init),
-                        evaluation + [f"seed={seed}", f"checkpoint={checkpoint}", "eval.modes=[adaptive]"],
+                        f"eval-theta-{theta}",
+                        run,
+                        seed,
+                        init,
+                        evaluation,
                         outputs,
+                        extra=("eval.modes=[adaptive]",),
                     )
                 )
     return stages
+
+
+def trained_evaluation_stage(
+    cfg: Any, stage: str, trained_run: str, seed: int, init: int, overrides: list[str], outputs: Path,
+    extra: tuple[str, ...] = (),
+) -> Stage:  # fmt: skip
+    """The evaluation of a GRPO run's last checkpoint, named ``<name>-i<init>-s<seed>-<stage>``;
+    ``extra`` overrides follow the checkpoint's."""
+    checkpoint = outputs / "runs" / trained_run / "checkpoints" / "last.ckpt"
+    overrides = overrides + [f"seed={seed}", f"checkpoint={checkpoint}", *extra]
+    return evaluate_stage(cfg, run_name(cfg, stage, seed, init), overrides, outputs)
 
 
 def evaluate_stage(cfg: Any, run: str, overrides: list[str], outputs: Path) -> Stage:
