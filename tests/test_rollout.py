@@ -6,6 +6,7 @@ import pytest
 
 from conftest import TOOL_TURN, answer_turn
 from visionthink.metrics.rollouts import rollout_metrics
+from visionthink.reward.scoring import RolloutScore
 from visionthink.rollout import (
     EpisodeDriver,
     GenerationResult,
@@ -68,6 +69,28 @@ def test_malformed_tool_call_gets_an_error_turn_or_ends(policy, turns, reason, b
     assert not trajectory.used_high_res
     if policy == "error_turn":
         assert "not valid JSON" in tokenizer.decode(trajectory.token_ids)
+
+
+def test_metrics_split_accuracy_by_branch_and_count_broken_tool_calls(builder, samples, scripted, tokenizer):
+    """A broken call is neither a resized nor a direct answer: lumping it with the direct ones hides
+    what asking costs (it showed as a low direct accuracy in the miniature's no-penalty runs)."""
+    bad = "<think>x</think><tool_call>{broken</tool_call>"
+    scripts = {
+        "resized": by_images(TOOL_TURN, answer_turn("7")),
+        "direct": lambda r: answer_turn("red"),
+        "broken": lambda r: answer_turn("3") if "ERROR" in tokenizer.decode(r.token_ids) else bad,
+    }
+    trajectories = []
+    for script in scripts.values():
+        driver = EpisodeDriver(scripted(script), builder, RolloutConfig(group_size=2))
+        trajectories += driver.run([builder.build(samples[0])], SAMPLING)
+    # Right: one resized rollout of two and both direct ones; the broken ones wrong
+    right = [True, False, True, True, False, False]
+    scores = [RolloutScore(float(ok), 0.0, 0.0, float(ok), True, None) for ok in right]
+    metrics = rollout_metrics(trajectories, scores)
+    assert metrics["accuracy/resized"] == 0.5 and metrics["accuracy/direct"] == 1.0
+    assert metrics["failed_tool_call_ratio"] == pytest.approx(2 / 6)
+    assert rollout_metrics(trajectories[:2], scores[:2]).keys().isdisjoint({"accuracy/direct"})
 
 
 def test_surplus_tool_call_ends_the_episode_at_the_image_budget(builder, samples, scripted):

@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean
 
+from visionthink.episode.parser import Malformed
 from visionthink.reward.scoring import RolloutScore
 from visionthink.rollout.trajectory import Trajectory
 
 
 def _mean(values: Sequence[float]) -> float:
     return fmean(values) if values else 0.0
+
+
+def failed_tool_call(trajectory: Trajectory) -> bool:
+    """Whether a turn tried to call the tool and broke the call (the episode went on without the image)."""
+    return any(isinstance(turn.parsed, Malformed) and turn.parsed.tool_intent for turn in trajectory.turns)
 
 
 def rollout_metrics(
@@ -30,6 +36,8 @@ def rollout_metrics(
         "answered_ratio": _mean([float(t.final_answer is not None) for t in trajectories]),
         # Rollouts cut by max_new_tokens: a budget shorter than a tool call silently forbids the tool.
         "truncated_ratio": _mean([float(any(turn.truncated for turn in t.turns)) for t in trajectories]),
+        # Attempts to ask that never brought the image: a cost of asking the policy learns from
+        "failed_tool_call_ratio": _mean([float(failed_tool_call(t)) for t in trajectories]),
     }
     if scores is not None:
         metrics.update(
@@ -39,6 +47,17 @@ def rollout_metrics(
             penalty=_mean([s.penalty for s in scores]),
             invalid_ratio=_mean([not s.valid for s in scores]),
         )
+        # Does asking pay? Accuracy of the rollouts that got the image against those that answered
+        # from the first view without trying to ask (a broken call counts in neither)
+        branches = {
+            "resized": [s for t, s in zip(trajectories, scores, strict=True) if t.used_high_res],
+            "direct": [
+                s for t, s in zip(trajectories, scores, strict=True) if not t.used_high_res and not failed_tool_call(t)
+            ],
+        }
+        for branch, branch_scores in branches.items():
+            if branch_scores:
+                metrics[f"accuracy/{branch}"] = _mean([s.accuracy > 0 for s in branch_scores])
     for label, name in ((True, "needs_high_res"), (False, "low_res_enough")):
         subset = [t for t in trajectories if t.episode.sample.use_tool is label]
         if subset:
