@@ -183,6 +183,7 @@ DEPARTURES = {
     "rollout.val_sampling.greedy": "SamplingConfig serves both; validation decodes greedily",
     "rollout.sampling.max_new_tokens": "the miniature's traces (experiment/miniature.yaml)",
     "rollout.val_sampling.max_new_tokens": "the miniature's traces (experiment/miniature.yaml)",
+    "rollout.sampling.temperature": "the tiny model's tool call holds below 1 (experiment/miniature.yaml)",
     "reward.high_res_penalty": "the tiny base's noisy direct answers (experiment/miniature.yaml)",
 }  # fmt: skip
 
