@@ -81,7 +81,7 @@ bench: $(STAMP) ## Benchmarks (ours vs TRL, multi-turn cost, adaptive inference,
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) tests/benchmarks/run.py $(ARGS)
 
-reproduce: $(STAMP) ## VisionThink in miniature (~70 min on 2 cores: 3 initialisations x 2 seeds) -> docs/reproduction.md; resumes
+reproduce: $(STAMP) ## VisionThink in miniature (~1 hour on 2 cores: 3 initialisations x 2 seeds) -> docs/reproduction.md; resumes
 	$(PY) src/reproduce.py $(ARGS)
 
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite

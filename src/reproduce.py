@@ -2,7 +2,7 @@
 penalty, flat penalty) -> evaluation in adaptive/full/low modes -> a short theta sweep ->
 docs/reproduction.md.
 
-    make reproduce                     # ~70 min on 2 cores (3 initialisations x 2 seeds); resumes if interrupted
+    make reproduce                     # ~1 hour on 2 cores (3 initialisations x 2 seeds); resumes if interrupted
     python src/reproduce.py name=quick seeds=[0] grpo.steps=5 theta_sweep.steps=5 report=/tmp/quick.md
 """
 

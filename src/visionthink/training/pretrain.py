@@ -49,7 +49,8 @@ def perception_report(
 ) -> dict[str, dict[str, float]]:
     """``{"full": {group: accuracy}, "low": {...}, "resize_ratio": {group: ratio}, "resized": {group:
     accuracy}, "direct": {...}}`` per question kind and need (``report_group``): accuracy with greedy decoding; the agent prompt sampled at
-    temperature 1, ``sampled_rollouts`` per question as GRPO will start from it: how often it asks,
+    temperature 1 (the paper's rollouts; the miniature's sample at 0.7), ``sampled_rollouts`` per
+    question as GRPO will start from it: how often it asks,
     and how often it is right when it asked and when it answered directly (the reward gap GRPO has
     to learn from; a kind without such rollouts is left out)."""
     engine = TransformersRolloutEngine(policy.eval(), processor.tokenizer, reuse_kv_cache=True)
