@@ -48,11 +48,11 @@ def perception_report(
     sampled_rollouts: int = 4,
 ) -> dict[str, dict[str, float]]:
     """``{"full": {group: accuracy}, "low": {...}, "resize_ratio": {group: ratio}, "resized": {group:
-    accuracy}, "direct": {...}}`` per question kind and need (``report_group``): accuracy with greedy decoding; the agent prompt sampled at
-    temperature 1 (the paper's rollouts; the miniature's sample at 0.7), ``sampled_rollouts`` per
-    question as GRPO will start from it: how often it asks,
-    and how often it is right when it asked and when it answered directly (the reward gap GRPO has
-    to learn from; a kind without such rollouts is left out)."""
+    accuracy}, "direct": {...}}`` per question kind and need (``report_group``): accuracy with
+    greedy decoding; the agent prompt sampled at temperature 1 (the paper's rollouts; the
+    miniature's sample at 0.7), ``sampled_rollouts`` per question as GRPO will start from it: how
+    often it asks, and how often it is right when it asked and when it answered directly (the
+    reward gap GRPO has to learn from; a kind without such rollouts is left out)."""
     engine = TransformersRolloutEngine(policy.eval(), processor.tokenizer, reuse_kv_cache=True)
     greedy = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
     sampled = SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens)
