@@ -5,18 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean
 
-from visionthink.episode.parser import Malformed
 from visionthink.reward.scoring import RolloutScore
 from visionthink.rollout.trajectory import Trajectory
 
 
 def _mean(values: Sequence[float]) -> float:
     return fmean(values) if values else 0.0
-
-
-def failed_tool_call(trajectory: Trajectory) -> bool:
-    """Whether a turn tried to call the tool and broke the call (the episode went on without the image)."""
-    return any(isinstance(turn.parsed, Malformed) and turn.parsed.tool_intent for turn in trajectory.turns)
 
 
 def rollout_metrics(
@@ -37,7 +31,7 @@ def rollout_metrics(
         # Rollouts cut by max_new_tokens: a budget shorter than a tool call silently forbids the tool.
         "truncated_ratio": _mean([float(any(turn.truncated for turn in t.turns)) for t in trajectories]),
         # Attempts to ask that never brought the image: a cost of asking the policy learns from
-        "failed_tool_call_ratio": _mean([float(failed_tool_call(t)) for t in trajectories]),
+        "failed_tool_call_ratio": _mean([float(t.broken_tool_calls > 0) for t in trajectories]),
     }
     if scores is not None:
         metrics.update(
@@ -52,7 +46,7 @@ def rollout_metrics(
         branches = {
             "resized": [s for t, s in zip(trajectories, scores, strict=True) if t.used_high_res],
             "direct": [
-                s for t, s in zip(trajectories, scores, strict=True) if not t.used_high_res and not failed_tool_call(t)
+                s for t, s in zip(trajectories, scores, strict=True) if not t.used_high_res and not t.broken_tool_calls
             ],
         }
         for branch, branch_scores in branches.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from visionthink.episode.builder import EncodedImage, Episode
-from visionthink.episode.parser import FinalAnswer, ParsedTurn, ToolCall
+from visionthink.episode.parser import FinalAnswer, Malformed, ParsedTurn, ToolCall
 
 
 @dataclass
@@ -40,6 +40,11 @@ class Trajectory:
     @property
     def tool_calls(self) -> int:
         return sum(isinstance(turn.parsed, ToolCall) for turn in self.turns)
+
+    @property
+    def broken_tool_calls(self) -> int:
+        """Turns that tried to call a tool and broke the call (the episode went on without its image)."""
+        return sum(isinstance(turn.parsed, Malformed) and turn.parsed.tool_intent for turn in self.turns)
 
     @property
     def visual_tokens(self) -> int:
