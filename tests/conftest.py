@@ -54,14 +54,16 @@ def package_tier(package: str, require_variable: str, setup: str) -> bool:
 
 
 def load_config_node(group: str, name: str):
-    """Instantiate one shipped config, e.g. ``load_config_node("prompt", "agent")``."""
+    """Instantiate one shipped config, e.g. ``load_config_node("resolution", "synthetic")``."""
     from omegaconf import OmegaConf
 
     return instantiate(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
 
 
-def load_prompt(name: str):
-    return load_config_node("prompt", name)
+def load_prompt(name: str, tool: str = "resize"):
+    from visionthink.episode.prompts import load_prompt as load
+
+    return load(name, tool)
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +192,12 @@ def samples(synthetic_root):
 @pytest.fixture(scope="session")
 def builder(processor, agent_prompt):
     return EpisodeBuilder(processor, agent_prompt, SMALL_RESOLUTION)
+
+
+@pytest.fixture(scope="session")
+def zoom_builder(processor):
+    """The agent prompt offering both tools (tool=resize_zoom)."""
+    return EpisodeBuilder(processor, load_prompt("agent", "resize_zoom"), SMALL_RESOLUTION)
 
 
 class ScriptedEngine:

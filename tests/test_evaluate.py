@@ -53,6 +53,18 @@ def test_synthetic_evaluation_writes_results_table_and_plot(tmp_path, synthetic_
     assert (out / "score_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_adaptive_mode_runs_with_the_zoom_tool_and_counts_tokens_by_source(tmp_path, synthetic_root):
+    cfg = eval_config(tmp_path, synthetic_root, "eval.modes=[adaptive]", "tool=resize_zoom", "eval.max_turns=3")
+    assert [tool.name for tool in instantiate(cfg.prompts.adaptive).tools] == ["resize_image", "image_zoom_in_tool"]
+    figures = evaluate(cfg)["synthetic"]["adaptive"]
+    assert figures["visual_tokens/first_view"] == 16.0
+    spent = sum(figures.get(f"visual_tokens/{source}", 0.0) for source in ("first_view", "resize", "zoom"))
+    assert spent == pytest.approx(figures["visual_tokens"])
+    # Another tool set is another setting: its results are not taken for these
+    resize_only = eval_config(tmp_path, synthetic_root, "eval.modes=[adaptive]", "eval.max_turns=3")
+    assert result_key(resize_only, "synthetic", "adaptive") != result_key(cfg, "synthetic", "adaptive")
+
+
 def test_finished_benchmarks_are_not_recomputed_unless_a_setting_changed(tmp_path, synthetic_root):
     cfg = eval_config(tmp_path, synthetic_root, "eval.modes=[low]")
     evaluate(cfg)

@@ -178,3 +178,18 @@ def test_rollout_traces_of_two_runs_with_one_seed_do_not_collide(tmp_path, build
         (trace,) = client.search_traces(locations=[experiment], run_id=run)
         assert [span.name for span in trace.data.spans] == ["rollout step 1", "turn 1", "turn 2"]
     assert len(client.search_traces(locations=[experiment])) == 2
+
+
+def test_both_tools_priced_by_tokens_run_and_report_each_tool(tmp_path):
+    run(
+        tmp_path, "zoom", "tool=resize_zoom", "reward.penalty_mode=tokens", "rollout.max_turns=3",
+        "trainer.max_steps=2", "trainer.val_check_interval=2",
+    )  # fmt: skip
+    client, (mlrun,) = mlflow_run(tmp_path, "zoom")
+    metrics = mlrun.data.metrics
+    for name in ("tool_calls/resize", "tool_calls/zoom", "visual_tokens/first_view", "visual_tokens/zoom"):
+        assert f"train/{name}" in metrics and f"val/{name}" in metrics, sorted(metrics)
+    assert metrics["train/visual_tokens/first_view"] == 16
+    assert mlrun.data.params["reward/penalty_mode"] == "tokens"
+    config = Path(client.download_artifacts(mlrun.info.run_id, "config.yaml", str(tmp_path))).read_text()
+    assert "image_zoom_in_tool" in config and "max_turns: 3" in config

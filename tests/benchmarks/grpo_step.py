@@ -69,18 +69,15 @@ def ours(
 ) -> list[float]:
     from functools import partial
 
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
     from visionthink.data.datamodule import DataSource, VisionThinkDataModule
+    from visionthink.episode.prompts import load_prompt
     from visionthink.grpo.config import GRPOConfig
     from visionthink.models import ModelConfig
-    from visionthink.paths import CONF_DIR
     from visionthink.reward import RewardConfig, RuleJudge
     from visionthink.rollout import RolloutConfig, SamplingConfig
     from visionthink.training.module import VisionThinkGRPO
 
-    prompt = instantiate(OmegaConf.load(CONF_DIR / "prompt" / ("agent.yaml" if multi_turn else "general_qa.yaml")))
+    prompt = load_prompt("agent" if multi_turn else "general_qa")
     extra = {"backend_factory": half_ask_backend} if multi_turn else {}
     module = VisionThinkGRPO(
         model=ModelConfig(name_or_path=model_path, **({"lora": lora} if lora is not None else {})),

@@ -40,10 +40,9 @@ SIZES = {
 
 
 def prompt(name: str):
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from visionthink.episode.prompts import load_prompt
 
-    return instantiate(OmegaConf.load(ROOT / "conf" / "prompt" / f"{name}.yaml"))
+    return load_prompt(name)
 
 
 def dataset(workdir: Path, size: int, fine_fraction: float = 0.5, count: int = 64) -> Path:

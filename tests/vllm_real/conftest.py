@@ -30,7 +30,7 @@ def vllm_engine(tiny_path, processor):
     from visionthink.rollout.vllm_engine import VLLMRolloutEngine, VLLMSettings
 
     return VLLMRolloutEngine(
-        tiny_path, processor.tokenizer, SMALL_RESOLUTION, VLLMSettings(**CPU_SETTINGS), max_images=2, seed=0
+        tiny_path, processor.tokenizer, SMALL_RESOLUTION, VLLMSettings(**CPU_SETTINGS), max_images=3, seed=0
     )
 
 

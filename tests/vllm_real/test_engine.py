@@ -14,6 +14,7 @@ from visionthink.models.family import family_of
 from visionthink.rollout import EpisodeDriver, RolloutConfig, SamplingConfig
 from visionthink.rollout.engine import GenerationRequest
 from visionthink.rollout.hf_engine import TransformersRolloutEngine
+from visionthink.rollout.trajectory import Trajectory
 from visionthink.sync import CopyToEngineSync
 from vllm_real.conftest import CPU_SETTINGS
 
@@ -217,10 +218,31 @@ def test_the_logit_bias_keeps_vision_tokens_from_being_sampled(vllm_engine, buil
 def test_the_image_limit_is_the_rollout_configs(vllm_engine, builder, samples):
     episode = builder.build(samples[0])
     tool = builder.tool_response(episode)
-    ids = episode.prompt.token_ids + tool.token_ids + tool.token_ids
-    three = GenerationRequest(ids, episode.prompt.images + tool.images + tool.images)
-    with pytest.raises(Exception, match="At most 2 image"):
-        vllm_engine.generate([three], GREEDY)
+    ids = episode.prompt.token_ids + tool.token_ids * 3
+    four = GenerationRequest(ids, episode.prompt.images + tool.images * 3)
+    with pytest.raises(Exception, match="At most 3 image"):
+        vllm_engine.generate([four], GREEDY)
+
+
+def test_a_zoom_and_a_resize_in_one_episode_generate_as_the_policy(base_weights, model, zoom_builder, samples):
+    """Three images in one context (the first view, a zoomed region, the full image): vLLM's greedy
+    tokens are the transformers engine's and its log-probs the trainer's."""
+    from test_tools import three_image_request, zoom_turn
+
+    tokenizer = zoom_builder.processor.tokenizer
+    call = tokenizer(zoom_turn([0, 56, 56, 112]), add_special_tokens=False)["input_ids"]
+    call += [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    episodes = [zoom_builder.build(s) for s in samples[:3]]
+    requests = [three_image_request(zoom_builder, e, call, tokenizer) for e in episodes]
+    results = base_weights.generate(requests, GREEDY)
+    local = TransformersRolloutEngine(model, tokenizer).generate(requests, GREEDY)
+    assert [r.token_ids for r in results] == [r.token_ids for r in local]
+    trajectories = [
+        Trajectory(e, 0, 0, r.token_ids + list(out.token_ids), [0] * len(r.token_ids) + [1] * len(out.token_ids),
+                   list(r.images), rollout_logprobs=list(out.logprobs))
+        for e, r, out in zip(episodes, requests, results, strict=True)
+    ]  # fmt: skip
+    assert_engine_logprobs_match(model, trajectories, tokenizer)
 
 
 def test_after_a_level_2_sleep_the_engine_reloads_the_newest_weights(base_weights, model, builder, samples):

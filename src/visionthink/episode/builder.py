@@ -20,8 +20,10 @@ import torch
 from PIL import Image
 
 from visionthink.data.sample import Sample
-from visionthink.episode.prompts import PromptSpec
+from visionthink.episode.parser import TAG_TOOL_NAME, ToolCall
+from visionthink.episode.prompts import PromptSpec, ToolSpec
 from visionthink.episode.resolution import ResolutionPolicy, View
+from visionthink.episode.tools import ImageTool, build_tools
 
 Mode = Literal["adaptive", "full", "low"]
 # Marks where literal text goes in a rendered chat template (a private-use character, which no
@@ -55,9 +57,9 @@ class Episode:
     prompt: Segment
     first_view: View
     high_view: View
-    # The user turn carrying the high-resolution image: encoded by EpisodeBuilder.tool_response the
-    # first time a rollout of this episode asks for it, then shared by the group's rollouts
-    encoded_tool_response: Segment | None = field(default=None, repr=False)
+    # The user turns carrying what tool calls brought back, by call (EpisodeBuilder.tool_response):
+    # encoded the first time a rollout of this episode makes the call, then shared by the group's rollouts
+    tool_responses: dict[tuple, Segment] = field(default_factory=dict, repr=False)
 
 
 class EpisodeBuilder:
@@ -70,9 +72,17 @@ class EpisodeBuilder:
             resolution, patch_size=image_processor.patch_size, merge_size=image_processor.merge_size
         )
         eos = processor.tokenizer.eos_token
-        self._tool_response_text = (
-            continuation_text(processor, prompt.tool_response_message(), eos) if prompt.uses_tool else None
+        # Box convention of the model family's grounding (visionthink.models.processor)
+        coordinates = getattr(processor, "box_coordinates", None)
+        # The tag protocol's one call (a resize) is named as the parser reports it
+        specs = (ToolSpec(TAG_TOOL_NAME, "", {}),) if prompt.tool_protocol == "tag" else prompt.tools
+        self.tools: dict[str, ImageTool] = build_tools(
+            specs, coordinates, image_processor.patch_size, image_processor.merge_size
         )
+        self._response_texts = {
+            name: continuation_text(processor, prompt.tool_response_message(tool.spec), eos)
+            for name, tool in self.tools.items()
+        }
         self._eos = eos
         # Closes a turn the token budget cut off, as the chat template closes every turn.
         self.end_of_turn = Segment(token_ids=[processor.tokenizer.convert_tokens_to_ids(eos)], images=[])
@@ -86,13 +96,20 @@ class EpisodeBuilder:
         prompt = self.encode(text, [first.image], literals=[self.prompt.question_text(sample.question)])
         return Episode(sample=sample, mode=mode, prompt=prompt, first_view=first, high_view=views.high)
 
-    def tool_response(self, episode: Episode) -> Segment:
-        """The user turn carrying the high-resolution image, built once per episode."""
-        if self._tool_response_text is None:
-            raise ValueError(f"prompt {self.prompt.name!r} declares no tool")
-        if episode.encoded_tool_response is None:
-            episode.encoded_tool_response = self.encode(self._tool_response_text, [episode.high_view.image])
-        return episode.encoded_tool_response
+    def tool_response(self, episode: Episode, call: ToolCall | None = None, shown: Sequence[str] = ()) -> Segment:
+        """The user turn carrying the image ``call`` brings back (None: the resize tool's), built
+        once per episode and call. ``shown``: the sources of the images already in the trajectory.
+        Raises ``ToolError`` for a call its tool cannot execute."""
+        name = call.name if call is not None else next((n for n, t in self.tools.items() if t.source == "resize"), None)
+        if name not in self.tools:
+            raise ValueError(f"prompt {self.prompt.name!r} declares no tool {call.name if call else 'resize'!r}")
+        tool = self.tools[name]
+        arguments = call.arguments if call is not None else {}
+        image = tool.image(episode, arguments, list(shown))
+        key = tool.cache_key(arguments)
+        if key not in episode.tool_responses:
+            episode.tool_responses[key] = self.encode(self._response_texts[name], [image])
+        return episode.tool_responses[key]
 
     def error_turn(self, error: str) -> Segment:
         text = continuation_text(self.processor, self.prompt.error_message(LITERAL_MARK), self._eos)

@@ -21,6 +21,8 @@ from visionthink.episode.prompts import PromptSpec, ToolProtocol, ToolSpec
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+# The tag protocol's one call (paper Table 10), reported as the agent prompt's resize call
+TAG_TOOL_NAME = "resize_image"
 
 
 @dataclass(frozen=True)
@@ -157,4 +159,4 @@ class TurnParser:
             return Malformed(text, f"expected one {self.resize_tag}, found {count}", tool_intent=True)
         if ANSWER_OPEN in text or ANSWER_CLOSE in text:
             return Malformed(text, "a turn cannot both request a resize and give an <answer>", tool_intent=True)
-        return ToolCall(text=text, name="resize_image", arguments={"action": "resize"}, think=_think(text))
+        return ToolCall(text=text, name=TAG_TOOL_NAME, arguments={"action": "resize"}, think=_think(text))

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 IMAGE_PLACEHOLDER = "<image>"
 ToolProtocol = Literal["json", "tag", "none"]
+# What a call does (visionthink.episode.tools): the whole image at full resolution, or a region of it
+TOOL_KINDS = ("resize", "zoom")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,22 @@ class ToolSpec:
     parameters: dict[str, Any]
     name_for_human: str | None = None
     args_format: str | None = "Format the arguments as a JSON object."
+    # The environment's side, never shown in the declaration: what a call does (TOOL_KINDS), the
+    # user turn carrying its image (None: the prompt's tool_response), and for zoom the box
+    # convention (auto: the model family's; pixels | relative_1000)
+    kind: str = "resize"
+    response: str | None = None
+    coordinates: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.kind not in TOOL_KINDS:
+            raise ValueError(f"tool {self.name!r}: kind must be one of {', '.join(TOOL_KINDS)}, got {self.kind!r}")
+        if self.response is not None and self.response.count(IMAGE_PLACEHOLDER) != 1:
+            raise ValueError(f"tool {self.name!r}: the response template needs exactly one {IMAGE_PLACEHOLDER}")
+        if self.coordinates not in ("auto", "pixels", "relative_1000"):
+            raise ValueError(
+                f"tool {self.name!r}: coordinates must be auto, pixels or relative_1000, got {self.coordinates!r}"
+            )
 
     def declaration(self) -> str:
         function: dict[str, Any] = {}
@@ -59,6 +77,11 @@ class PromptSpec:
             raise ValueError(f"prompt {self.name!r}: the tool_response template needs exactly one {IMAGE_PLACEHOLDER}")
         if self.tool_protocol == "json" and not self.tools:
             raise ValueError(f"prompt {self.name!r}: the json tool protocol needs at least one entry in `tools`")
+        if self.tool_protocol == "tag" and any(tool.kind != "resize" for tool in self.tools):
+            raise ValueError(
+                f"prompt {self.name!r} asks for the image with the {self.resize_tag} tag, which can only resize; "
+                "offer other tools with a json-protocol prompt (prompt=agent or agent_compact)"
+            )
 
     @property
     def uses_tool(self) -> bool:
@@ -80,8 +103,10 @@ class PromptSpec:
             {"role": "user", "content": content_parts(user)},
         ]
 
-    def tool_response_message(self) -> dict[str, Any]:
-        return {"role": "user", "content": content_parts(self.tool_response)}
+    def tool_response_message(self, tool: ToolSpec | None = None) -> dict[str, Any]:
+        """The user turn carrying the image a call of ``tool`` brought back."""
+        template = tool.response if tool is not None and tool.response is not None else self.tool_response
+        return {"role": "user", "content": content_parts(template)}
 
     def error_message(self, error: str) -> dict[str, Any]:
         return {"role": "user", "content": content_parts(self.error_response.replace("{error}", error))}
@@ -97,10 +122,31 @@ def content_parts(text: str) -> list[dict[str, str]]:
     return parts
 
 
-def prompt_from_config(tools: Any = (), **fields: Any) -> PromptSpec:
-    """Build a ``PromptSpec`` from a ``conf/prompt`` node (Hydra's ``instantiate`` target)."""
+def prompt_from_config(tools: Any = (), declarations: Any = None, **fields: Any) -> PromptSpec:
+    """Build a ``PromptSpec`` from a ``conf/prompt`` node (Hydra's ``instantiate`` target).
+
+    ``tools``: a list of specs, or the ``tool`` group's mapping of name to spec. ``declarations``:
+    per tool name, the declaration fields this prompt words its own way (the compact prompt's short
+    resize declaration); each listed field replaces the tool's whole."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(tools, (DictConfig, ListConfig)):
         tools = OmegaConf.to_container(tools, resolve=True)
-    return PromptSpec(tools=tuple(ToolSpec(**tool) for tool in tools or ()), **fields)
+    if isinstance(declarations, DictConfig):
+        declarations = OmegaConf.to_container(declarations, resolve=True)
+    if isinstance(tools, dict):
+        tools = [{"name": name, **spec} for name, spec in tools.items()]
+    specs = tuple(ToolSpec(**{**tool, **(declarations or {}).get(tool["name"], {})}) for tool in tools or ())
+    return PromptSpec(tools=specs, **fields)
+
+
+def load_prompt(name: str, tool: str = "resize") -> PromptSpec:
+    """A shipped ``conf/prompt/<name>.yaml`` offering the tools of ``conf/tool/<tool>.yaml``, outside
+    a Hydra run (benchmarks, tests; an entry point composes both groups itself)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from visionthink.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return instantiate(compose(overrides=[f"+prompt={name}", f"+tool={tool}"]).prompt)

@@ -44,7 +44,9 @@ def infer(cfg: Any) -> dict[str, Any]:
         "used_high_res": trajectory.used_high_res,
         "visual_tokens": {
             "first_view": trajectory.images[0].visual_tokens,
-            "high_res": trajectory.images[1].visual_tokens if trajectory.used_high_res else 0,
+            # Everything the tool calls brought back, and by tool (resize, zoom)
+            "high_res": trajectory.tool_visual_tokens,
+            "by_tool": {s: trajectory.visual_tokens_from(s) for s in dict.fromkeys(trajectory.image_sources[1:])},
             "total": trajectory.visual_tokens,
             "always_high_res": trajectory.episode.high_view.visual_tokens,
         },

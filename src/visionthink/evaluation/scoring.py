@@ -14,6 +14,7 @@ from visionthink.evaluation.metrics import (
     pope_scores,
     relaxed_correctness,
 )
+from visionthink.metrics.rollouts import tool_metrics
 from visionthink.reward.judges.base import Verdict
 from visionthink.rollout.trajectory import Trajectory
 
@@ -99,6 +100,8 @@ def accounting(records: Sequence[Record], seconds: float) -> dict[str, float]:
         "answered_ratio": fmean(r.prediction is not None for r in records),
         "seconds": seconds,
         "samples_per_second": len(records) / seconds if seconds > 0 else 0.0,
+        # By tool (resize, zoom): the share of samples it brought an image to, visual tokens by source
+        **tool_metrics(trajectories),
     }
     labelled = [t for t in trajectories if t.episode.sample.use_tool is not None]
     if labelled:

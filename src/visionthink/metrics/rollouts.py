@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean
 
+from visionthink.episode.tools import FIRST_VIEW
 from visionthink.reward.scoring import RolloutScore
 from visionthink.rollout.trajectory import Trajectory
 
@@ -13,10 +14,21 @@ def _mean(values: Sequence[float]) -> float:
     return fmean(values) if values else 0.0
 
 
+def tool_metrics(trajectories: Sequence[Trajectory], tool_sources: Sequence[str] = ()) -> dict[str, float]:
+    """Per tool (``tool_sources``, and any other a trajectory shows): the share of rollouts it brought
+    an image to, and the mean visual tokens per rollout by source (the first view included)."""
+    sources = dict.fromkeys([*tool_sources, *(s for t in trajectories for s in t.image_sources[1:])])
+    metrics = {f"tool_calls/{s}": _mean([float(s in t.image_sources) for t in trajectories]) for s in sources}
+    for source in (FIRST_VIEW, *sources):
+        metrics[f"visual_tokens/{source}"] = _mean([t.visual_tokens_from(source) for t in trajectories])
+    return metrics
+
+
 def rollout_metrics(
-    trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore] | None = None
+    trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore] | None = None, tool_sources: Sequence[str] = ()
 ) -> dict[str, float]:
-    """Means over rollouts. ``visual_token_ratio`` compares with always using the high-resolution image."""
+    """Means over rollouts. ``visual_token_ratio`` compares with always using the high-resolution image.
+    ``tool_sources``: the offered tools' sources (resize, zoom), reported even when no rollout called them."""
     if not trajectories:
         return {}
     metrics = {
@@ -33,6 +45,12 @@ def rollout_metrics(
         # Attempts to ask that never brought the image: a cost of asking the policy learns from
         "failed_tool_call_ratio": _mean([float(t.broken_tool_calls > 0) for t in trajectories]),
     }
+    # Per tool: the share of rollouts it brought an image to, and the visual tokens by source
+    sources = dict.fromkeys([*tool_sources, *(s for t in trajectories for s in t.image_sources[1:])])
+    for source in sources:
+        metrics[f"tool_calls/{source}"] = _mean([float(source in t.image_sources) for t in trajectories])
+    for source in (FIRST_VIEW, *sources):
+        metrics[f"visual_tokens/{source}"] = _mean([t.visual_tokens_from(source) for t in trajectories])
     if scores is not None:
         metrics.update(
             reward=_mean([s.reward for s in scores]),

@@ -31,10 +31,16 @@ class _WithoutVideoProcessor:
 class ImageOnlyQwen2_5_VLProcessor(_WithoutVideoProcessor, Qwen2_5_VLProcessor):
     # What vLLM and AutoProcessor build the video half from (video_preprocessor_config.json)
     video_processor_type = "Qwen2VLVideoProcessor"
+    # How the family grounds boxes (the zoom tool's default): Qwen2.5-VL in absolute pixels of the
+    # image as resized. Qwen2-VL, which shares this processor, used 0-1000: its zoom tool needs
+    # `coordinates: relative_1000` (conf/tool/zoom.yaml)
+    box_coordinates = "pixels"
 
 
 class ImageOnlyQwen3VLProcessor(_WithoutVideoProcessor, Qwen3VLProcessor):
     video_processor_type = "Qwen3VLVideoProcessor"
+    # Qwen3-VL and Qwen3.5 ground boxes in 0-1000 of the image's width and height
+    box_coordinates = "relative_1000"
 
 
 # What the Qwen video processors share with the image processor (their classes need torchvision).

@@ -19,12 +19,14 @@ class RewardConfig:
     format_weight: float = 0.5
     # theta in Eq. 5: the low-resolution success ratio below which direct answers are penalised.
     penalty_theta: float = 0.2
-    # paper | upstream | flat | none (see visionthink.reward.penalty)
-    penalty_mode: Literal["paper", "upstream", "flat", "none"] = "paper"
+    # paper | upstream | flat | none | tokens (see visionthink.reward.penalty)
+    penalty_mode: Literal["paper", "upstream", "flat", "none", "tokens"] = "paper"
     # Subtracted from direct answers when r < theta.
     direct_penalty: float = 0.1
     # Subtracted from high-resolution rollouts when r >= theta.
     high_res_penalty: float = 0.1
+    # tokens mode: subtracted per visual token a rollout's tool calls brought back.
+    visual_token_rate: float = 1.0e-4
     # What the judge sees: `strict` = the final turn's single <answer>...</answer>; `split` = the
     # text after the last <answer> of the whole episode (the released code's two options).
     answer_extraction: Literal["strict", "split"] = "strict"
@@ -36,6 +38,8 @@ class RewardConfig:
             raise ValueError(f"reward.penalty_mode must be one of {PENALTY_MODES}, got {self.penalty_mode!r}")
         if not 0.0 <= self.penalty_theta <= 1.0:
             raise ValueError(f"reward.penalty_theta must lie in [0, 1], got {self.penalty_theta}")
+        if self.visual_token_rate < 0:
+            raise ValueError(f"reward.visual_token_rate must be >= 0, got {self.visual_token_rate}")
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,15 @@ def score_trajectories(
             direct_penalty=config.direct_penalty,
             mode=config.penalty_mode,
             high_res_penalty=config.high_res_penalty,
+            tool_visual_tokens=[trajectories[i].tool_visual_tokens for i in members],
+            visual_token_rate=config.visual_token_rate,
         )
         for i, verdict, ok, penalty in zip(members, group_verdicts, correct, penalties, strict=True):
             accuracy = config.accuracy_weight * float(ok)
             fmt = format_reward(
                 trajectories[i].turn_texts, config.format_weight, prompt.tool_protocol, prompt.tools, prompt.resize_tag
             )
+            if any(turn.tool_error for turn in trajectories[i].turns):
+                fmt = 0.0  # a call its tool could not execute (an empty box) is not well formed
             scores[i] = RolloutScore(accuracy, fmt, penalty, accuracy + fmt - penalty, verdict.valid, verdict)
     return scores  # type: ignore[return-value]

@@ -1,8 +1,8 @@
 """The engine-agnostic multi-turn episode loop.
 
-Turn 1 sees the low-resolution view. Each turn is parsed; a valid resize call appends a user
-turn carrying the high-resolution image (the original, never an upsampled copy) and the episode
-continues. All trajectories that are still running are continued in one batched engine call
+Turn 1 sees the low-resolution view. Each turn is parsed; a valid tool call appends a user
+turn carrying the image the tool brings back (resize: the original, never an upsampled copy; zoom:
+a region of it) and the episode continues; a call the tool cannot execute gets an error turn. All trajectories that are still running are continued in one batched engine call
 per turn. Token ids are concatenated segment by segment and never re-tokenised.
 """
 
@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from visionthink.episode.builder import Episode, EpisodeBuilder, Segment
 from visionthink.episode.parser import Malformed, ToolCall, TurnParser
+from visionthink.episode.tools import ToolError
 from visionthink.rollout.engine import GenerationRequest, GenerationResult, RolloutEngine, SamplingConfig
 from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory, Turn
@@ -25,9 +26,9 @@ ToolErrorPolicy = Literal["error_turn", "end"]
 class RolloutConfig:
     # Rollouts per prompt (G in GRPO; the paper: 16).
     group_size: int = 8
-    # Images an episode may hold: the low-resolution view plus one resize result (paper: 2).
+    # Images an episode may hold: the low-resolution view plus one per tool call (paper: 2).
     max_images: int = 2
-    # Generation rounds per episode (paper: 2).
+    # Generation rounds per episode (paper: 2); each round but the last may call a tool.
     max_turns: int = 2
     # A tool call that cannot be executed (bad JSON, unknown tool): answer with an error turn, or end.
     on_malformed_tool_call: ToolErrorPolicy = "error_turn"
@@ -118,14 +119,19 @@ class EpisodeDriver:
                 return self._refuse(
                     trajectory,
                     "tool_call_limit",
-                    "the image has already been resized",
+                    f"no more images: an episode holds at most {self.config.max_images}",
                     last_turn,
                     self.config.on_surplus_tool_call,
                 )
             if last_turn:
                 trajectory.end_reason = "turn_limit"
                 return False
-            self._append(trajectory, self.builder.tool_response(trajectory.episode))
+            try:
+                response = self.builder.tool_response(trajectory.episode, parsed, trajectory.image_sources)
+            except ToolError as error:
+                trajectory.turns[-1].tool_error = str(error)
+                return self._refuse(trajectory, "tool_error", str(error), last_turn, self.config.on_malformed_tool_call)
+            self._append(trajectory, response, source=self.builder.tools[parsed.name].source)
             return True
         if isinstance(parsed, Malformed) and parsed.tool_intent:
             return self._refuse(trajectory, "malformed", parsed.reason, last_turn, self.config.on_malformed_tool_call)
@@ -142,7 +148,8 @@ class EpisodeDriver:
         return True
 
     @staticmethod
-    def _append(trajectory: Trajectory, segment: Segment) -> None:
+    def _append(trajectory: Trajectory, segment: Segment, source: str = "") -> None:
         trajectory.token_ids += segment.token_ids
         trajectory.loss_mask += [0] * len(segment.token_ids)
         trajectory.images += segment.images
+        trajectory.image_sources += [source] * len(segment.images)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from visionthink.episode.builder import EncodedImage, Episode
 from visionthink.episode.parser import FinalAnswer, Malformed, ParsedTurn, ToolCall
+from visionthink.episode.tools import FIRST_VIEW
 
 
 @dataclass
@@ -14,6 +15,8 @@ class Turn:
     parsed: ParsedTurn
     generated_tokens: int
     truncated: bool
+    # Why a well-formed call could not be executed (an empty box); None otherwise
+    tool_error: str | None = None
 
 
 @dataclass
@@ -26,15 +29,18 @@ class Trajectory:
     # 1 on tokens the policy generated, 0 on prompt, tool-response and error-turn tokens.
     loss_mask: list[int]
     images: list[EncodedImage]
+    # Where each image came from: the first view, or the tool that brought it back (resize, zoom)
+    image_sources: list[str] = field(default_factory=lambda: [FIRST_VIEW])
     turns: list[Turn] = field(default_factory=list)
     # The rollout engine's log-prob of each generated token (None: the engine does not report them).
     rollout_logprobs: list[float] | None = field(default_factory=list)
-    # How the episode ended: answer, malformed, tool_call_limit, turn_limit.
+    # How the episode ended: answer, malformed, tool_error, tool_call_limit, turn_limit.
     end_reason: str = ""
 
     @property
     def used_high_res(self) -> bool:
-        """Whether the high-resolution image entered the context (a successful resize call)."""
+        """Whether a tool brought back full-resolution pixels (the whole image, or a region of it):
+        what the paper's resize ratio and penalty count."""
         return len(self.images) > 1
 
     @property
@@ -43,12 +49,25 @@ class Trajectory:
 
     @property
     def broken_tool_calls(self) -> int:
-        """Turns that tried to call a tool and broke the call (the episode went on without its image)."""
-        return sum(isinstance(turn.parsed, Malformed) and turn.parsed.tool_intent for turn in self.turns)
+        """Turns that tried to call a tool and broke the call, or made one its tool could not
+        execute (the episode went on without its image)."""
+        return sum(
+            (isinstance(turn.parsed, Malformed) and turn.parsed.tool_intent) or turn.tool_error is not None
+            for turn in self.turns
+        )
 
     @property
     def visual_tokens(self) -> int:
         return sum(image.visual_tokens for image in self.images)
+
+    def visual_tokens_from(self, source: str) -> int:
+        """Visual tokens of the images from ``source`` (first_view, resize, zoom)."""
+        return sum(image.visual_tokens for image, s in zip(self.images, self.image_sources, strict=True) if s == source)
+
+    @property
+    def tool_visual_tokens(self) -> int:
+        """Visual tokens the tool calls brought back (what ``reward.penalty_mode=tokens`` prices)."""
+        return self.visual_tokens - self.visual_tokens_from(FIRST_VIEW)
 
     @property
     def generated_tokens(self) -> int:

@@ -81,7 +81,9 @@ def run_probe(cfg: DictConfig) -> tuple[dict[str, dict[str, float]], Path]:
         prompt_file = CONF_DIR / "prompt" / f"{name}.yaml"
         if not prompt_file.exists():
             raise InputError(f"no prompt config {prompt_file}", "Use one of the names in conf/prompt/")
-        builder = EpisodeBuilder(processor, instantiate(OmegaConf.load(prompt_file)), resolution)
+        # The prompt's `${tool}` names the tools this run offers
+        node = OmegaConf.create({"tool": cfg.tool, "prompt": OmegaConf.load(prompt_file)})
+        builder = EpisodeBuilder(processor, instantiate(node.prompt), resolution)
         results[name] = probe(
             EpisodeDriver(backend.engine, builder, rollout), samples, judge, sampling, cfg.probe.rollouts, cfg.seed
         )

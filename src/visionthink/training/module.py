@@ -139,6 +139,7 @@ class VisionThinkGRPO(L.LightningModule):
         backend = self.backend_factory(self.rollout_config, policy, tokenizer, path, self.resolution, self.seed)
         self.engine, self.weight_sync = backend.engine, backend.weight_sync
         self.driver = EpisodeDriver(self.engine, self.builder, self.rollout_config)
+        self.tool_sources = [tool.source for tool in self.builder.tools.values()]
         ids = family_of(policy).special_token_ids(tokenizer)
         self.update = GRPOUpdate(
             self.grpo,
@@ -230,7 +231,7 @@ class VisionThinkGRPO(L.LightningModule):
             metrics["system/perf/rollout_seconds"] = Slowest(rollout_seconds)
             metrics["system/perf/tokens_per_second"] = Summed(generated / max(rollout_seconds, 1e-9))
         groups, filter_metrics = self._groups(trajectories, scores)
-        rollouts = {**rollout_metrics(trajectories, scores), **filter_metrics}
+        rollouts = {**rollout_metrics(trajectories, scores, self.tool_sources), **filter_metrics}
         metrics.update({f"train/{name}": value for name, value in rollouts.items()})
         judged = self.judge.take_stats()
         metrics.update(judged.as_metrics())
@@ -304,7 +305,7 @@ class VisionThinkGRPO(L.LightningModule):
             return
         trajectories, scores = map(list, zip(*self._val_records, strict=True))
         self._val_records = []
-        metrics = rollout_metrics(trajectories, scores)
+        metrics = rollout_metrics(trajectories, scores, self.tool_sources)
         self.last_validated_step = self.global_step
         self.publish({f"val/{k}": v for k, v in metrics.items()}, weight=len(trajectories))
         self.log("val/acc", metrics["accuracy"], prog_bar=True, logger=False)

@@ -76,12 +76,15 @@ def first_words(question: str, words: int) -> str:
     return " ".join(split if words < 0 else split[:words])
 
 
+# The call the traces make (a resize): teacher traces for the zoom tool need each label's box
+RESIZE_CALL = {"name": "resize_image", "arguments": {"action": "resize"}}
+
+
 def tool_call_text(prompt: PromptSpec, question: str = "", view_note: str = "") -> str:
     reasoning = f"{reasoning_opening(question, view_note, True)}</think>\n"
     if prompt.tool_protocol == "tag":
         return reasoning + prompt.resize_tag
-    call = json.dumps({"name": "resize_image", "arguments": {"action": "resize"}})
-    return f"{reasoning}<tool_call>\n{call}\n</tool_call>"
+    return f"{reasoning}<tool_call>\n{json.dumps(RESIZE_CALL)}\n</tool_call>"
 
 
 def answer_opening(question: str = "", view_note: str = "") -> str:
@@ -215,6 +218,11 @@ class SFTModule(L.LightningModule):
         answer_weight: float = 1.0,
     ):
         super().__init__()
+        if prompt.tool_protocol == "json" and RESIZE_CALL["name"] not in [tool.name for tool in prompt.tools]:
+            raise InputError(
+                f"prompt {prompt.name!r} does not offer {RESIZE_CALL['name']}, which the teacher traces call",
+                "Train the traces with tool=resize or tool=resize_zoom",
+            )
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
         self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale

@@ -60,6 +60,7 @@ class ModelArgs:
     checkpoint: str | None = None
     mode: str = "adaptive"
     prompt: str | None = None
+    tool: str = "resize"
     engine: str = "transformers"
     resolution: str = "paper"
     temperature: float = 0.0
@@ -91,6 +92,7 @@ class ModelArgs:
             f"model={self.model}",
             f"rollout={ENGINES[self.engine]}",
             f"resolution={self.resolution}",
+            f"tool={self.tool}",
             f"eval.modes=[{self.mode}]",
             f"eval.batch_size={int(self.batch_size)}",
         ]
@@ -142,6 +144,7 @@ class VisionThink(lmms):
     checkpoint      a training .ckpt whose policy weights replace pretrained's
     mode            adaptive (VisionThink) | full | low
     prompt          a conf/prompt name (default: conf/eval.yaml's prompt of the mode)
+    tool            the tools the adaptive prompt offers: resize (the paper's) | zoom | resize_zoom
     engine          transformers | vllm
     resolution      a conf/resolution name (paper; synthetic for the synthetic set)
     temperature     0: greedy (the paper's evaluation); otherwise sampled

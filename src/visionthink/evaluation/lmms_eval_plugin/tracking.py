@@ -30,7 +30,8 @@ EXPERIMENT = "visionthink-lmms-eval"
 @dataclass
 class VisualTokenCounts(TokenCounts):
     """lmms-eval's per-request counters plus VisionThink's: the visual tokens of the first view and
-    of the high-resolution view (0 when it was not asked for), their sum, and whether it asked."""
+        of what the tool calls brought back (the full-resolution view or regions of it; 0 when it did not
+    ask), their sum, and whether it asked."""
 
     visual_tokens_first_view: int | None = None
     visual_tokens_high_res: int | None = None
@@ -43,7 +44,7 @@ class VisualTokenCounts(TokenCounts):
             input_tokens=len(trajectory.token_ids) - trajectory.generated_tokens,
             output_tokens=trajectory.generated_tokens,
             visual_tokens_first_view=trajectory.images[0].visual_tokens,
-            visual_tokens_high_res=trajectory.images[1].visual_tokens if trajectory.used_high_res else 0,
+            visual_tokens_high_res=trajectory.tool_visual_tokens,
             visual_tokens=trajectory.visual_tokens,
             used_high_res=trajectory.used_high_res,
         )
