@@ -282,6 +282,37 @@ def test_the_label_is_lost_at_low_resolution_but_clear_at_high(kind, values, box
     assert max(np.asarray(view.image).reshape(-1, 3)[:, 2]) > 200
 
 
+@pytest.mark.parametrize("corner", ["top_left", "top_right", "bottom_left", "bottom_right"])
+def test_a_label_in_any_corner_is_lost_at_low_resolution_and_clear_of_the_shapes(corner):
+    """The zoom tool's miniature: the label sits in any corner, still unreadable at 1/4, and the
+    shapes keep to the opposite side, so the label box holds only the label."""
+    import random
+
+    box = stripes_box(224, corner)
+    crops_low, crops_high = [], []
+    for value in STRIPES:
+        image = render(224, "count", "red", "circle", 4, ("stripes", value), random.Random(3), corner)
+        views = SMALL_RESOLUTION.views(image)
+        crops_high.append(np.asarray(views.high.image.crop(box), dtype=float) / 255)
+        crops_low.append(np.asarray(views.low.image.crop(tuple(v // 2 for v in box)), dtype=float) / 255)
+        pixels = {tuple(p) for p in np.asarray(image.crop(box)).reshape(-1, 3)}
+        assert pixels == {(20, 20, 20), (255, 255, 255)}  # ink and paper only: no shape overlaps it
+    assert min(np.abs(a - b).max() for a, b in itertools.combinations(crops_high, 2)) > 0.8
+    assert max(np.abs(a - b).max() for a, b in itertools.combinations(crops_low, 2)) < 0.2
+
+
+def test_random_corners_record_the_label_box_and_leave_the_corner_unsaid(tmp_path):
+    split = write_synthetic(tmp_path, SyntheticConfig(splits={"train": 32}, label_corner="random")) / "train"
+    rows = list(datasets.load_from_disk(str(split)))
+    assert len({tuple(row["info"]["label_box"][:2]) for row in rows}) >= 3
+    assert not any("corner" in row["problem"] for row in rows)
+    default = list(
+        datasets.load_from_disk(str(write_synthetic(tmp_path / "d", SyntheticConfig(splits={"train": 8})) / "train"))
+    )
+    assert {tuple(row["info"]["label_box"]) for row in default} <= {stripes_box(224)}
+    assert all("bottom-right corner" in row["problem"] for row in default if "/stripes" in row["data_source"])
+
+
 def take(sampler, count: int) -> list[list[int]]:
     """What a training loop does: exactly ``count`` batches from a fresh iterator, never one more."""
     iterator = iter(sampler)

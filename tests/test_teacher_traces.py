@@ -3,6 +3,8 @@ chance, and the restated question the decision token follows."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -135,3 +137,47 @@ def test_the_answer_weight_scales_the_answer_tokens_in_the_loss(builder, samples
                 total, weight = total - w * float(logprobs[row, t - 1]), weight + w
     assert mask.sum() > sum(span.stop - span.start for span in spans)
     assert float(loss) == pytest.approx(total / weight, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def anywhere(tmp_path_factory):
+    """Samples whose label sits in any corner (data.synthetic.label_corner=random)."""
+    from visionthink.data import SampleDataset, SyntheticConfig
+    from visionthink.data.synthetic import write_synthetic
+
+    root = write_synthetic(
+        tmp_path_factory.mktemp("anywhere"), SyntheticConfig(splits={"train": 24}, label_corner="random")
+    )
+    dataset = SampleDataset(root / "train")
+    return [dataset.load(i) for i in range(len(dataset))]
+
+
+def test_zoom_traces_zoom_on_the_label_wherever_it_is(zoom_builder, anywhere):
+    corners = {tuple(s.info["label_box"][:2]) for s in anywhere}
+    assert len(corners) >= 3 and all("bottom-right" not in s.question for s in anywhere)
+    traces = teacher_traces(zoom_builder, anywhere, tool_fraction=1.0, seed=0, zoom_fraction=1.0)
+    zoom = zoom_builder.tools["image_zoom_in_tool"]
+    for sample, trace in zip(anywhere, traces, strict=True):
+        assert trace.image_sources == ["first_view", "zoom"], trace.turn_texts
+        box = zoom.full_resolution_box(trace.turns[0].parsed.arguments["bbox_2d"], (112, 112), (224, 224))
+        left, top, right, bottom = sample.info["label_box"]
+        # The crop holds the whole label and at most one merged patch (28 px) more per side
+        assert box[0] <= left and box[1] <= top and box[2] >= right and box[3] >= bottom
+        assert box[2] - box[0] < right - left + 28 and box[3] - box[1] < bottom - top + 28
+        assert trace.images[1].image.tobytes() == trace.episode.high_view.image.crop(box).tobytes()
+        assert trace.final_answer.answer == sample.answer
+    # Half of the calls resize when both tools are offered
+    mixed = teacher_traces(zoom_builder, anywhere, tool_fraction=1.0, seed=0, zoom_fraction=0.5)
+    sources = [trace.image_sources[1] for trace in mixed]
+    assert 0 < sources.count("zoom") < len(sources) and set(sources) == {"zoom", "resize"}
+
+
+def test_a_zoom_only_prompt_names_the_sample_without_a_label_box(processor, samples):
+    from conftest import SMALL_RESOLUTION, load_prompt
+    from visionthink.data.sample import SampleError
+    from visionthink.episode import EpisodeBuilder
+
+    zoom_only = EpisodeBuilder(processor, load_prompt("agent", "zoom"), SMALL_RESOLUTION)
+    boxless = [replace(s, info={}) for s in samples[:2]]
+    with pytest.raises(SampleError, match=f"sample {boxless[0].sample_id}: the prompt offers only the zoom tool"):
+        teacher_traces(zoom_only, boxless, tool_fraction=1.0, seed=0)

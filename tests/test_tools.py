@@ -42,22 +42,26 @@ def zoom(coordinates: str) -> ZoomTool:
         # Its top-right quarter, in each convention
         ("pixels", [56, 0, 112, 56], (112, 0, 224, 112)),
         ("relative_1000", [500, 0, 1000, 500], (112, 0, 224, 112)),
-        # Beyond the image: clamped to it
-        ("pixels", [-30, 80, 500, 400], (0, 160, 224, 224)),
-        ("relative_1000", [800, -5, 2000, 250], (179, 0, 224, 56)),
-        # Fractions round outwards to whole pixels
-        ("pixels", [10.3, 20.6, 40.2, 50.9], (20, 41, 81, 102)),
+        # Beyond the image: clamped to it (then widened to whole merged patches: 64 -> 84 px)
+        ("pixels", [-30, 80, 500, 400], (0, 140, 224, 224)),
+        ("relative_1000", [800, -5, 2000, 250], (168, 0, 224, 56)),
+        # Fractions round outwards (20.6-80.4 -> 20-81), then 61 px widen to 84 around the centre
+        ("pixels", [10.3, 20.6, 40.2, 50.9], (8, 30, 92, 114)),
     ],
 )
 def test_a_box_maps_onto_the_full_resolution_image_clamped(coordinates, box, expected):
     assert zoom(coordinates).full_resolution_box(box, (112, 112), (224, 224)) == expected
 
 
-def test_a_box_below_one_merged_patch_is_enlarged_around_its_centre_and_inside_the_image():
+def test_a_box_widens_to_whole_merged_patches_around_its_centre_and_inside_the_image():
+    """The processor then takes the crop as it is: no resampling of the detail asked for."""
     tool = zoom("pixels")
     assert tool.full_resolution_box([50, 50, 51, 51], (112, 112), (224, 224)) == (87, 87, 115, 115)
     # At the corner the enlarged box is moved back inside
     assert tool.full_resolution_box([111, 111, 112, 112], (112, 112), (224, 224)) == (196, 196, 224, 224)
+    for box in ([3, 7, 50, 33], [0.5, 0.5, 111.5, 20]):
+        left, top, right, bottom = tool.full_resolution_box(box, (112, 112), (224, 224))
+        assert (right - left) % 28 == 0 and (bottom - top) % 28 == 0
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,18 @@ def test_scores_and_visual_tokens_equal_evaluate_py(harness_run, workdir, sft_ch
     assert results["throughput"]["avg_resize_ratio"] == pytest.approx(fmean(c["used_high_res"] for c in everything))
 
 
+def test_both_tools_through_the_cli_equal_evaluate_py(workdir, sft_checkpoint, tmp_path):
+    """tool=resize_zoom: the adaptive prompt offers both tools, and the CLI's figures are ours."""
+    done = lmms_eval(workdir, f"pretrained={sft_checkpoint},{MODEL_ARGS},tool=resize_zoom", "visionthink_synthetic")
+    assert done.returncode == 0 and "Error during evaluation" not in done.stdout + done.stderr, done.stderr[-3000:]
+    results, samples = read_outputs(workdir)
+    ours = evaluate_py(tmp_path, workdir, sft_checkpoint, ["synthetic"], "tool=resize_zoom")["synthetic"]["adaptive"]
+    assert results["results"]["visionthink_synthetic"]["accuracy,none"] * 100 == pytest.approx(ours["score"])
+    counts = [sample["token_counts"][0] for sample in samples["visionthink_synthetic"]]
+    assert fmean(c["visual_tokens"] for c in counts) == pytest.approx(ours["visual_tokens"])
+    assert ours["visual_tokens/first_view"] == 16.0
+
+
 def test_the_answer_inside_the_tags_is_what_the_task_scores(harness_run):
     _, samples, _ = harness_run
     answered = [s for task in TASKS for s in samples[task] if s["filtered_resps"]]
@@ -157,6 +169,7 @@ def test_vllm_engine_equals_evaluate_py_with_vllm(workdir, sft_checkpoint, tmp_p
         ("model=tiny,mode=sometimes", "model arg mode='sometimes' is unknown. Use mode=adaptive|full|low"),
         ("model=tiny,engine=sglang", "model arg engine='sglang' is unknown. Use engine=transformers|vllm"),
         ("model=tiny,temprature=0.5", "unknown model args ['temprature']"),
+        ("model=tiny,tool=crop", "model args: In 'eval': Could not find 'tool/crop'"),
         # The loader's own check, raised while the model loads
         ("model=tiny,checkpoint={empty}/last.ckpt", "checkpoint {empty}/last.ckpt does not exist"),
     ],

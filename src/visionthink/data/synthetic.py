@@ -11,7 +11,10 @@ resolution; questions about the label are not.
 The stripes question is also asked of labels with wide stripes (``wide_stripes`` in
 ``coarse_kinds``): the same sentence, but stripes of ``WIDE_STRIPE`` pixels stay stripes at 1/4
 resolution, so only the image says whether the full resolution is needed. Each sample is labelled
-``info.use_tool`` by construction.
+``info.use_tool`` by construction, and ``info.label_box`` holds the label's pixel box.
+
+With ``label_corner: random`` the label sits in any of the four corners and the questions do not
+say which: a zoom must find it (the zoom tool's miniature, docs/method.md).
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ QUESTIONS = {
     "stripes": "Are the fine stripes in the small label in the bottom-right corner horizontal, vertical or diagonal?",
     "digit": "What digit is printed in the small label in the bottom-right corner? Answer with a number.",
 }
+# The label questions when the label may sit in any corner
+WHEREVER = {
+    "stripes": "Are the fine stripes in the small label horizontal, vertical or diagonal?",
+    "digit": "What digit is printed in the small label? Answer with a number.",
+}
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 FINE_KINDS = ("stripes", "digit")
 # wide_stripes asks the stripes question of a label still readable at 1/4 resolution
 COARSE_KINDS = ("colour", "shape", "count", "wide_stripes")
@@ -71,6 +80,7 @@ FEATURES = {
         "tgt_width": datasets.Value("int32"),
         "tgt_height": datasets.Value("int32"),
         "use_tool": datasets.Value("bool"),
+        "label_box": datasets.Sequence(datasets.Value("int32"), length=4),
     },
 }
 
@@ -90,6 +100,12 @@ class SyntheticConfig:
     coarse_kinds: tuple[str, ...] = ("colour", "wide_stripes")
     splits: dict[str, int] = field(default_factory=lambda: {"train": 512, "val": 64, "test": 128})
     seed: int = 0
+    # Where the label sits: bottom_right (the questions say so) or random (any corner, unsaid)
+    label_corner: str = "bottom_right"
+
+    def __post_init__(self) -> None:
+        if self.label_corner not in ("bottom_right", "random"):
+            raise ValueError(f"data.synthetic.label_corner must be bottom_right or random, got {self.label_corner!r}")
 
 
 CELL = 4  # pixels per glyph cell side; even, so 2x downsampling blocks tile it
@@ -99,20 +115,29 @@ STRIPE_LABEL = 64  # pixels per side of the striped label
 WIDE_STRIPE = 8
 
 
-def glyph_origin(size: int) -> tuple[int, int]:
-    """Top-left pixel of the glyph (3 x 5 cells), at even coordinates (blocks align with 2x downsampling)."""
-    return size - 3 * CELL - 8, size - 5 * CELL - 8
+def corner_origin(size: int, corner: str, width: int, height: int) -> tuple[int, int]:
+    """Top-left pixel of a ``width`` x ``height`` box 8 px in from ``corner``, at even coordinates
+    (blocks align with 2x downsampling)."""
+    left = 8 if corner.endswith("left") else size - width - 8
+    top = 8 if corner.startswith("top") else size - height - 8
+    return left, top
 
 
-def label_box(size: int) -> tuple[int, int, int, int]:
+def glyph_origin(size: int, corner: str = "bottom_right") -> tuple[int, int]:
+    """Top-left pixel of the glyph (3 x 5 cells)."""
+    return corner_origin(size, corner, 3 * CELL, 5 * CELL)
+
+
+def label_box(size: int, corner: str = "bottom_right") -> tuple[int, int, int, int]:
     """Pixel box (left, top, right, bottom) of the small digit label around the glyph."""
-    left, top = glyph_origin(size)
+    left, top = glyph_origin(size, corner)
     return left - 2, top - 2, left + 3 * CELL + 2, top + 5 * CELL + 2
 
 
-def stripes_box(size: int) -> tuple[int, int, int, int]:
+def stripes_box(size: int, corner: str = "bottom_right") -> tuple[int, int, int, int]:
     """Pixel box of the striped label, at even coordinates."""
-    return size - STRIPE_LABEL - 8, size - STRIPE_LABEL - 8, size - 8, size - 8
+    left, top = corner_origin(size, corner, STRIPE_LABEL, STRIPE_LABEL)
+    return left, top, left + STRIPE_LABEL, top + STRIPE_LABEL
 
 
 def draw_stripes(draw: ImageDraw.ImageDraw, orientation: str, box: tuple[int, int, int, int], width: int = 1) -> None:
@@ -137,13 +162,23 @@ def draw_digit(draw: ImageDraw.ImageDraw, digit: str, left: int, top: int) -> No
 
 
 def render(
-    size: int, scene: str, colour: str, shape: str, count: int, label: tuple[str, str], rng: random.Random
+    size: int,
+    scene: str,
+    colour: str,
+    shape: str,
+    count: int,
+    label: tuple[str, str],
+    rng: random.Random,
+    corner: str = "bottom_right",
 ) -> Image.Image:
     """``label`` is ("digit", "7"), ("stripes", "horizontal") or ("wide_stripes", "vertical")."""
     background = tuple(rng.randint(225, 245) for _ in range(3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
     free = size - STRIPE_LABEL - 12  # keep the shapes clear of the label
+    # The shapes keep to the square diagonally opposite the label
+    dx = size - free if corner.endswith("left") else 0
+    dy = size - free if corner.startswith("top") else 0
     fill = COLOURS[colour]
     if scene == "count":
         radius = size // 11
@@ -153,10 +188,11 @@ def render(
             if all(math.dist((x, y), c) > 2.3 * radius for c in centres):
                 centres.append((x, y))
         for x, y in centres:
+            x, y = x + dx, y + dy
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
     else:
         half = rng.randint(size // 6, size // 4)
-        x, y = rng.randint(half, free - half), rng.randint(half, free - half)
+        x, y = rng.randint(half, free - half) + dx, rng.randint(half, free - half) + dy
         if shape == "circle":
             draw.ellipse((x - half, y - half, x + half, y + half), fill=fill)
         elif shape == "square":
@@ -165,16 +201,23 @@ def render(
             draw.polygon([(x, y - half), (x - half, y + half), (x + half, y + half)], fill=fill)
     kind, value = label
     if kind == "digit":
-        draw.rectangle(label_box(size), fill=(255, 255, 255))
-        draw_digit(draw, value, *glyph_origin(size))
+        draw.rectangle(label_box(size, corner), fill=(255, 255, 255))
+        draw_digit(draw, value, *glyph_origin(size, corner))
     else:
-        draw_stripes(draw, value, stripes_box(size), WIDE_STRIPE if kind == "wide_stripes" else 1)
+        draw_stripes(draw, value, stripes_box(size, corner), WIDE_STRIPE if kind == "wide_stripes" else 1)
     return image
 
 
 def make_sample(
-    rng: random.Random, size: int, fine: bool, fine_kinds: tuple[str, ...], coarse_kinds: tuple[str, ...]
+    rng: random.Random,
+    size: int,
+    fine: bool,
+    fine_kinds: tuple[str, ...],
+    coarse_kinds: tuple[str, ...],
+    label_corner: str = "bottom_right",
 ) -> dict:
+    # Drawn first and only when random, so that bottom_right sets keep their images
+    corner = rng.choice(CORNERS) if label_corner == "random" else "bottom_right"
     kind = rng.choice(fine_kinds if fine else coarse_kinds)
     colour, shape, count = rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(COUNTS)
     label_kind = kind if kind in (*FINE_KINDS, "wide_stripes") else rng.choice(fine_kinds)
@@ -185,13 +228,15 @@ def make_sample(
     if scene == "count":
         shape = "circle"
     answer = {"colour": colour, "shape": shape, "count": str(count)}.get(kind, label[1])
-    image = render(size, scene, colour, shape, count, label, rng)
+    image = render(size, scene, colour, shape, count, label, rng, corner)
+    box = label_box(size, corner) if label_kind == "digit" else stripes_box(size, corner)
+    wording = WHEREVER if label_corner == "random" else QUESTIONS
     return {
         "images": image,
-        "problem": "<image>" + QUESTIONS[question],
+        "problem": "<image>" + wording.get(question, QUESTIONS[question]),
         "original_answer": answer,
         "data_source": f"{DATA_SOURCE}/{question}",
-        "info": {"tgt_width": size // 2, "tgt_height": size // 2, "use_tool": fine},
+        "info": {"tgt_width": size // 2, "tgt_height": size // 2, "use_tool": fine, "label_box": list(box)},
     }
 
 
@@ -207,7 +252,7 @@ def generate_split(count: int, config: SyntheticConfig, split_seed: int) -> data
         if not chosen or set(chosen) - set(known):
             raise ValueError(f"data.synthetic.{name} must be a non-empty subset of {known}, got {chosen}")
     kinds = (tuple(config.fine_kinds), tuple(config.coarse_kinds))
-    rows = [make_sample(rng, config.size, fine, *kinds) for fine in flags]
+    rows = [make_sample(rng, config.size, fine, *kinds, config.label_corner) for fine in flags]
     return datasets.Dataset.from_list(rows, features=datasets.Features(FEATURES))
 
 
@@ -223,6 +268,7 @@ def generator_settings(config: SyntheticConfig) -> dict:
     return {
         "version": GENERATOR_VERSION, "size": config.size, "fine_fraction": config.fine_fraction,
         "fine_kinds": list(config.fine_kinds), "coarse_kinds": list(config.coarse_kinds), "seed": config.seed,
+        "label_corner": config.label_corner,
     }  # fmt: skip
 
 

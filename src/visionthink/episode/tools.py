@@ -55,7 +55,7 @@ class ZoomTool:
     spec: ToolSpec
     coordinates: BoxCoordinates
     # The processor's patch and merge sizes: the image the model saw is a whole number of patches,
-    # and a crop must be at least one merged patch (patch * merge pixels) on each side.
+    # and a crop spans whole merged patches (patch * merge pixels) on each side, at least one.
     patch_size: int
     merge_size: int
     source = "zoom"
@@ -68,11 +68,25 @@ class ZoomTool:
     def cache_key(self, arguments: dict[str, Any]) -> tuple:
         return (self.spec.name, *arguments["bbox_2d"])
 
+    def first_view_box(self, region: list[int], seen: tuple[int, int], original: tuple[int, int]) -> list[int]:
+        """The box a call names for ``region`` (pixels of the original image), in this convention:
+        what a teacher trace writes to zoom on a known region."""
+        width, height = (1000, 1000) if self.coordinates == "relative_1000" else seen
+        scale_x, scale_y = width / original[0], height / original[1]
+        left, top, right, bottom = region
+        return [
+            math.floor(left * scale_x),
+            math.floor(top * scale_y),
+            math.ceil(right * scale_x),
+            math.ceil(bottom * scale_y),
+        ]
+
     def full_resolution_box(
         self, box: list[float], seen: tuple[int, int], full: tuple[int, int]
     ) -> tuple[int, int, int, int]:
         """``box`` (in the first view's coordinates) on the full-resolution image, clamped to it
-        and enlarged around its centre to at least one merged patch per side."""
+        and enlarged around its centre to whole merged patches per side (at least one), so that
+        the processor takes the crop as it is instead of resampling it."""
         x1, y1, x2, y2 = box
         if not (x1 < x2 and y1 < y2):
             raise ToolError(f"the box {list(box)} is empty: give [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
@@ -83,23 +97,25 @@ class ZoomTool:
         if not (left < right and top < bottom):
             limits = "0-1000" if self.coordinates == "relative_1000" else f"{width}x{height} px"
             raise ToolError(f"the box {list(box)} lies outside the image ({limits})")
-        minimum = self.patch_size * self.merge_size
-        left, right = enlarge(left, right, minimum, full[0])
-        top, bottom = enlarge(top, bottom, minimum, full[1])
+        unit = self.patch_size * self.merge_size
+        left, right = enlarge(left, right, unit, full[0])
+        top, bottom = enlarge(top, bottom, unit, full[1])
         return left, top, right, bottom
 
 
 ImageTool = ResizeTool | ZoomTool
 
 
-def enlarge(low: float, high: float, minimum: int, limit: int) -> tuple[int, int]:
-    """Whole-pixel bounds covering ``[low, high]``, at least ``minimum`` wide (centred, moved back
-    inside ``[0, limit]``); ``limit`` is never below ``minimum`` (the resolution policy checks it)."""
+def enlarge(low: float, high: float, unit: int, limit: int) -> tuple[int, int]:
+    """Whole-pixel bounds covering ``[low, high]``, widened around their centre to a multiple of
+    ``unit`` (at most ``limit``) and moved back inside ``[0, limit]``; ``limit`` is never below
+    ``unit`` (the resolution policy checks it)."""
     low, high = math.floor(low), math.ceil(high)
-    if high - low < minimum:
+    width = min(limit, max(unit, math.ceil((high - low) / unit) * unit))
+    if width != high - low:
         centre = (low + high) / 2
-        low = min(max(0, round(centre - minimum / 2)), limit - minimum)
-        high = low + minimum
+        low = min(max(0, round(centre - width / 2)), limit - width)
+        high = low + width
     return low, high
 
 

@@ -132,6 +132,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         vision_lr_scale=cfg.optim.vision_lr_scale,
         tool_fraction=cfg.pretrain.tool_fraction,
+        zoom_fraction=cfg.pretrain.zoom_fraction,
         plain_prompt=perception_prompt,
         plain_fraction=cfg.pretrain.perception_fraction,
         train_guesses=cfg.pretrain.train_guesses,

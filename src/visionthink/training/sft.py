@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,11 @@ import lightning as L
 import torch
 
 from visionthink.data.batching import SampleBatch
-from visionthink.data.sample import Sample
-from visionthink.episode.builder import EpisodeBuilder
+from visionthink.data.sample import Sample, SampleError
+from visionthink.episode.builder import Episode, EpisodeBuilder
 from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.resolution import ResolutionPolicy
+from visionthink.episode.tools import ZoomTool, seen_size
 from visionthink.errors import InputError
 from visionthink.grpo.logprobs import token_logprobs
 from visionthink.models.family import family_of
@@ -36,11 +37,17 @@ from visionthink.rollout.seeding import mix_seed
 from visionthink.rollout.trajectory import Trajectory
 from visionthink.training.optim import configure_optimization, freeze_vision_tower
 
+# The resize call of the traces; a zoom call names the sample's label box (info.label_box)
+RESIZE_CALL = {"name": "resize_image", "arguments": {"action": "resize"}}
+
 
 @dataclass(frozen=True)
 class TracePlan:
     call_tool: bool
     answer: str
+    # The call a tool-calling trace writes ({"name": ..., "arguments": ...}): a resize, or a zoom
+    # on the sample's label
+    call: dict[str, Any] = field(default_factory=lambda: RESIZE_CALL)
     # The question (or its first words), restated at the start of the first turn's reasoning
     question: str = ""
     # What the first view shows of the asked detail (VIEW_NOTES), said before the decision
@@ -76,15 +83,11 @@ def first_words(question: str, words: int) -> str:
     return " ".join(split if words < 0 else split[:words])
 
 
-# The call the traces make (a resize): teacher traces for the zoom tool need each label's box
-RESIZE_CALL = {"name": "resize_image", "arguments": {"action": "resize"}}
-
-
-def tool_call_text(prompt: PromptSpec, question: str = "", view_note: str = "") -> str:
+def tool_call_text(prompt: PromptSpec, question: str = "", view_note: str = "", call: dict | None = None) -> str:
     reasoning = f"{reasoning_opening(question, view_note, True)}</think>\n"
     if prompt.tool_protocol == "tag":
         return reasoning + prompt.resize_tag
-    return f"{reasoning}<tool_call>\n{json.dumps(RESIZE_CALL)}\n</tool_call>"
+    return f"{reasoning}<tool_call>\n{json.dumps(call or RESIZE_CALL)}\n</tool_call>"
 
 
 def answer_opening(question: str = "", view_note: str = "") -> str:
@@ -115,7 +118,7 @@ class TeacherEngine:
         for plan, request in zip(plans, requests, strict=True):
             first_turn = len(request.images) == 1
             if plan.call_tool and first_turn:
-                text = tool_call_text(self.prompt, plan.question, plan.view_note)
+                text = tool_call_text(self.prompt, plan.question, plan.view_note, plan.call)
                 continuing.append(plan)
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end]
             else:
@@ -158,6 +161,7 @@ def teacher_traces(
     train_guesses: bool = False,
     restate_words: int = 0,
     describe_view: bool = False,
+    zoom_fraction: float = 0.0,
 ) -> list[Trajectory]:
     """Traces in ``builder``'s prompt; with a tool-less prompt every trace answers directly from
     the ``mode`` view (full or low). A share ``tool_fraction`` of the agent prompt's traces (one
@@ -165,22 +169,28 @@ def teacher_traces(
     ``train_guesses`` keeps the answers of unreadable questions in the loss (the model learns to
     guess at chance, as a pretrained VLM does); ``restate_words`` opens the reasoning with that
     many of the question's first words (-1: all); ``describe_view`` then says whether the first
-    view shows the asked detail (from the sample's ``use_tool`` label: at full resolution it does)."""
+    view shows the asked detail (from the sample's ``use_tool`` label: at full resolution it does).
+    With a zoom tool offered, a share ``zoom_fraction`` of the calls (all, without a resize tool)
+    zoom on the sample's label (``info.label_box``)."""
     tool = builder.prompt.uses_tool
-    plans = [
-        TracePlan(
-            call_tool=tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_probability(tool_fraction, s),
-            answer=s.answer,
-            question=first_words(s.question, restate_words),
-            view_note=VIEW_NOTES[bool(s.use_tool) and mode != "full"] if describe_view else "",
+    episodes = [builder.build(s, mode) for s in samples]
+    plans = []
+    for s, episode in zip(samples, episodes, strict=True):
+        call_tool = tool and random.Random(mix_seed(seed, s.sample_id)).random() < tool_probability(tool_fraction, s)
+        plans.append(
+            TracePlan(
+                call_tool=call_tool,
+                answer=s.answer,
+                call=trace_call(builder, episode, zoom_fraction, seed) if call_tool else RESIZE_CALL,
+                question=first_words(s.question, restate_words),
+                view_note=VIEW_NOTES[bool(s.use_tool) and mode != "full"] if describe_view else "",
+            )
         )
-        for s in samples
-    ]
     tokenizer = builder.processor.tokenizer
     engine = TeacherEngine(tokenizer, builder.prompt, plans)
     driver = EpisodeDriver(engine, builder, RolloutConfig(group_size=1, max_images=2, max_turns=2))
     # The teacher writes whole turns: a budget no trace reaches
-    traces = driver.run([builder.build(s, mode) for s in samples], SamplingConfig(greedy=True, max_new_tokens=256))
+    traces = driver.run(episodes, SamplingConfig(greedy=True, max_new_tokens=256))
     for trace in traces:
         sample = trace.episode.sample
         if not train_guesses and sample.use_tool and not trace.used_high_res and trace.episode.mode != "full":
@@ -189,6 +199,26 @@ def teacher_traces(
             answer = answer_span(trace, tokenizer)
             trace.loss_mask[answer] = [0] * (answer.stop - answer.start)
     return traces
+
+
+def trace_call(builder: EpisodeBuilder, episode: Episode, zoom_fraction: float, seed: int) -> dict[str, Any]:
+    """The call a trace of ``episode`` writes if it calls a tool: a zoom on the label or a resize."""
+    zooms = [tool for tool in builder.tools.values() if isinstance(tool, ZoomTool)]
+    resizes = [name for name, tool in builder.tools.items() if tool.source == "resize"]
+    sample = episode.sample
+    region = sample.info.get("label_box")
+    coin = random.Random(mix_seed(seed, "zoom", sample.sample_id)).random()
+    if zooms and region is not None and (not resizes or coin < zoom_fraction):
+        zoom = zooms[0]
+        box = zoom.first_view_box(list(region), seen_size(episode, zoom.patch_size), sample.image.size)
+        return {"name": zoom.spec.name, "arguments": {"bbox_2d": box}}
+    if not resizes and builder.prompt.tool_protocol == "json":
+        raise SampleError(
+            sample.sample_id,
+            "the prompt offers only the zoom tool and the sample has no info.label_box for the trace to zoom on",
+            "Give the samples label boxes, or offer resize too (tool=resize_zoom)",
+        )
+    return RESIZE_CALL
 
 
 def answer_span(trace: Trajectory, tokenizer: Any) -> slice:
@@ -216,19 +246,17 @@ class SFTModule(L.LightningModule):
         restate_words: int = 0,
         describe_view: bool = False,
         answer_weight: float = 1.0,
+        zoom_fraction: float = 0.0,
     ):
         super().__init__()
-        if prompt.tool_protocol == "json" and RESIZE_CALL["name"] not in [tool.name for tool in prompt.tools]:
-            raise InputError(
-                f"prompt {prompt.name!r} does not offer {RESIZE_CALL['name']}, which the teacher traces call",
-                "Train the traces with tool=resize or tool=resize_zoom",
-            )
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
         self.optimizer_factory, self.tool_fraction, self.seed = optimizer, tool_fraction, seed
         self.scheduler_factory, self.vision_lr_scale = scheduler, vision_lr_scale
         self.train_guesses, self.restate_words, self.describe_view = train_guesses, restate_words, describe_view
         # Loss weight of the answer tokens against the trace's other (format) tokens
         self.answer_weight = answer_weight
+        # With a zoom tool offered: the share of tool-calling traces that zoom on the label
+        self.zoom_fraction = zoom_fraction
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -276,6 +304,7 @@ class SFTModule(L.LightningModule):
                 self.train_guesses,
                 self.restate_words,
                 self.describe_view,
+                self.zoom_fraction,
             )
         return traces
 
@@ -323,6 +352,7 @@ def run_sft(cfg: Any) -> tuple[float, Path]:
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         vision_lr_scale=cfg.optim.vision_lr_scale,
         tool_fraction=cfg.sft.tool_fraction,
+        zoom_fraction=cfg.sft.zoom_fraction,
         seed=cfg.seed,
         plain_prompt=instantiate(cfg.plain_prompt) if cfg.sft.plain_fraction > 0 else None,
         plain_fraction=cfg.sft.plain_fraction,
