@@ -90,3 +90,14 @@ def test_a_bad_value_stops_at_start_up_with_one_line_and_leaves_nothing(tmp_path
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs" / "runs" / "mine").exists()
     assert not (tmp_path / "outputs" / "mlflow.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_tool_the_prompt_cannot_offer_stops_at_start_up_with_one_line(tmp_path):
+    result = train(tmp_path, "prompt=simple_resize", "tool=zoom")
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("error: prompt 'simple_resize' asks for the image with the <resize> tag")
+        and "tool=resize" in last
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "outputs" / "runs" / "mine").exists()

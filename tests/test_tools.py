@@ -96,7 +96,7 @@ def test_the_default_tool_keeps_the_paper_s_prompt_and_zoom_adds_its_declaration
 
 
 def test_a_tag_prompt_refuses_a_zoom_tool_in_one_line():
-    with pytest.raises(ValueError, match="can only resize; offer other tools with a json-protocol prompt"):
+    with pytest.raises(ValueError, match="which can only resize. Offer the zoom tool with a json-protocol prompt"):
         PromptSpec("tag", "tag", "", "<image>{question}", "<image>", tools=load_prompt("agent", "zoom").tools)
 
 

@@ -17,15 +17,19 @@ from visionthink.errors import InputError, TrialInterrupted
 
 
 def exit_on_input_error(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input ends the program with its message on stderr and exit code 2, not a traceback;
-    a run folder that holds nothing but what Hydra wrote at start-up is removed."""
+    """Bad input ends the program with its message on stderr and exit code 2, not a traceback
+    (also when a config's constructor refused it inside Hydra's ``instantiate``); a run folder
+    that holds nothing but what Hydra wrote at start-up is removed."""
+    from hydra.errors import InstantiationException
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
-        except (InputError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
+        except (InputError, FileNotFoundError, InstantiationException) as error:
+            if isinstance(error, InstantiationException) and not isinstance(error.__cause__, InputError):
+                raise
+            print(f"error: {error.__cause__ if isinstance(error, InstantiationException) else error}", file=sys.stderr)
             remove_unused_run_dir()
             sys.exit(2)
 

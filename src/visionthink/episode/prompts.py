@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from visionthink.episode.tools import BOX_COORDINATES
+from visionthink.errors import InputError
+
 IMAGE_PLACEHOLDER = "<image>"
 ToolProtocol = Literal["json", "tag", "none"]
 # What a call does (visionthink.episode.tools): the whole image at full resolution, or a region of it
@@ -38,9 +41,9 @@ class ToolSpec:
             raise ValueError(f"tool {self.name!r}: kind must be one of {', '.join(TOOL_KINDS)}, got {self.kind!r}")
         if self.response is not None and self.response.count(IMAGE_PLACEHOLDER) != 1:
             raise ValueError(f"tool {self.name!r}: the response template needs exactly one {IMAGE_PLACEHOLDER}")
-        if self.coordinates not in ("auto", "pixels", "relative_1000"):
+        if self.coordinates not in ("auto", *BOX_COORDINATES):
             raise ValueError(
-                f"tool {self.name!r}: coordinates must be auto, pixels or relative_1000, got {self.coordinates!r}"
+                f"tool {self.name!r}: coordinates must be auto, {' or '.join(BOX_COORDINATES)}, got {self.coordinates!r}"
             )
 
     def declaration(self) -> str:
@@ -78,9 +81,9 @@ class PromptSpec:
         if self.tool_protocol == "json" and not self.tools:
             raise ValueError(f"prompt {self.name!r}: the json tool protocol needs at least one entry in `tools`")
         if self.tool_protocol == "tag" and any(tool.kind != "resize" for tool in self.tools):
-            raise ValueError(
-                f"prompt {self.name!r} asks for the image with the {self.resize_tag} tag, which can only resize; "
-                "offer other tools with a json-protocol prompt (prompt=agent or agent_compact)"
+            raise InputError(
+                f"prompt {self.name!r} asks for the image with the {self.resize_tag} tag, which can only resize",
+                "Offer the zoom tool with a json-protocol prompt (prompt=agent or agent_compact), or use tool=resize",
             )
 
     @property
