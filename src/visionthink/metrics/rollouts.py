@@ -45,12 +45,7 @@ def rollout_metrics(
         # Attempts to ask that never brought the image: a cost of asking the policy learns from
         "failed_tool_call_ratio": _mean([float(t.broken_tool_calls > 0) for t in trajectories]),
     }
-    # Per tool: the share of rollouts it brought an image to, and the visual tokens by source
-    sources = dict.fromkeys([*tool_sources, *(s for t in trajectories for s in t.image_sources[1:])])
-    for source in sources:
-        metrics[f"tool_calls/{source}"] = _mean([float(source in t.image_sources) for t in trajectories])
-    for source in (FIRST_VIEW, *sources):
-        metrics[f"visual_tokens/{source}"] = _mean([t.visual_tokens_from(source) for t in trajectories])
+    metrics.update(tool_metrics(trajectories, tool_sources))
     if scores is not None:
         metrics.update(
             reward=_mean([s.reward for s in scores]),

@@ -1,9 +1,9 @@
 """The engine-agnostic multi-turn episode loop.
 
 Turn 1 sees the low-resolution view. Each turn is parsed; a valid tool call appends a user
-turn carrying the image the tool brings back (resize: the original, never an upsampled copy; zoom:
-a region of it) and the episode continues; a call the tool cannot execute gets an error turn. All trajectories that are still running are continued in one batched engine call
-per turn. Token ids are concatenated segment by segment and never re-tokenised.
+turn carrying the image the tool brings back (resize: the original, never an upsampled copy;
+zoom: a region of it) and the episode continues; a call the tool cannot execute gets an error
+turn. All trajectories that are still running are continued in one batched engine call per turn. Token ids are concatenated segment by segment and never re-tokenised.
 """
 
 from __future__ import annotations

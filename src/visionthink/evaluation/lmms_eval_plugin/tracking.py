@@ -30,8 +30,8 @@ EXPERIMENT = "visionthink-lmms-eval"
 @dataclass
 class VisualTokenCounts(TokenCounts):
     """lmms-eval's per-request counters plus VisionThink's: the visual tokens of the first view and
-        of what the tool calls brought back (the full-resolution view or regions of it; 0 when it did not
-    ask), their sum, and whether it asked."""
+    of what the tool calls brought back (the full-resolution view or regions of it; 0 when it did
+    not ask), their sum, and whether it asked."""
 
     visual_tokens_first_view: int | None = None
     visual_tokens_high_res: int | None = None
