@@ -24,7 +24,7 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup setup-vllm setup-lmms-eval train test test-fast test-vllm test-lmms-eval test-slurm test-gpu lint format data judge-model sweep bench reproduce mlflow-ui clean
+.PHONY: help setup setup-vllm setup-lmms-eval train test test-fast test-vllm test-lmms-eval test-slurm test-gpu lint format data judge-model sweep bench reproduce reproduce-zoom mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ bench: $(STAMP) ## Benchmarks (ours vs TRL, multi-turn cost, adaptive inference,
 
 reproduce: $(STAMP) ## VisionThink in miniature (~1 hour on 2 cores: 3 initialisations x 2 seeds) -> docs/reproduction.md; resumes
 	$(PY) src/reproduce.py $(ARGS)
+
+reproduce-zoom: $(STAMP) ## The zoom tool in miniature (~30 min: one base, 2 seeds x zoom/resize-only) -> its section of docs/reproduction.md
+	$(PY) src/reproduce.py --config-name reproduce_zoom $(ARGS)
 
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite
 	$(PY) -m pytest $(ARGS)

@@ -19,13 +19,14 @@ from visionthink.cli import exit_on_input_error
 @hydra.main(version_base="1.3", config_path="../conf", config_name="reproduce")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    from visionthink.reproduce.report import render
+    from hydra.utils import get_method
+
     from visionthink.reproduce.stages import load_recipe, plan, run_stages, write_data
 
     recipe = load_recipe(cfg)
     write_data(cfg, recipe)
     stages = run_stages(plan(cfg, recipe), Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "stages")
-    print(f"report: {render(cfg, recipe, stages)}")
+    print(f"report: {get_method(cfg.render)(cfg, recipe, stages)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF_DIR
 from visionthink.reproduce.claims import check_claims
+from visionthink.reproduce.zoom import check_zoom_claims
 
 THRESHOLDS = OmegaConf.load(CONF_DIR / "reproduce.yaml").claims
 
@@ -80,3 +81,38 @@ def test_each_claim_fails_on_numbers_that_miss_its_threshold():
 
 def test_a_claim_without_numbers_is_not_reproduced():
     assert verdicts({(0, 0): {"theta": []}}) == dict.fromkeys("abcdef", False)
+
+
+ZOOM_THRESHOLDS = OmegaConf.load(CONF_DIR / "reproduce_zoom.yaml").claims
+ZOOMS = {
+    # Zooms on most label questions, on the label, as right as resizing, for fewer tokens
+    "zoom": {"tool_calls/zoom/needs_high_res": 0.9, "zoom_on_target": 0.95, "score/needs_high_res": 90.0,
+             "score": 95.0, "visual_tokens": 18.0},
+    "resize_only": {"score/needs_high_res": 95.0, "score": 97.0, "visual_tokens": 30.0,
+                    "tool_calls/resize/needs_high_res": 0.95},
+}  # fmt: skip
+
+
+def zoom_verdicts(measured):
+    return {claim.key: claim.reproduced for claim in check_zoom_claims(ZOOM_THRESHOLDS, measured)}
+
+
+def test_the_zoom_claims_hold_on_numbers_that_show_them_and_fail_one_by_one():
+    assert zoom_verdicts({(0, 0): ZOOMS, (0, 1): ZOOMS}) == {"z1": True, "z2": True, "z3": True}
+    failing = {
+        "z1": [("zoom", "tool_calls/zoom/needs_high_res", 0.3), ("zoom", "zoom_on_target", 0.3)],
+        "z2": [
+            ("zoom", "score/needs_high_res", 60.0),
+            ("zoom", "score", 70.0),
+            # A resize-only policy that stopped resizing is no comparison
+            ("resize_only", "tool_calls/resize/needs_high_res", 0.1),
+        ],
+        "z3": [("zoom", "visual_tokens", 29.0)],
+    }
+    for key, cases in failing.items():
+        for variant, figure, value in cases:
+            bad = copy.deepcopy(ZOOMS)
+            bad[variant][figure] = value
+            assert zoom_verdicts({(0, 0): ZOOMS, (0, 1): bad})[key] is False, (key, figure)
+    # Without the resize-only policy's evaluation there is nothing to compare with
+    assert zoom_verdicts({(0, 0): {"zoom": ZOOMS["zoom"], "resize_only": None}})["z2"] is False

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT
 from visionthink.models import ModelConfig, load_policy
+from visionthink.reproduce.report import ZOOM_SECTION, kept_section, write_section
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +29,8 @@ FAST = [
 
 def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     report = tmp_path / "docs" / "reproduction.md"
+    # The zoom reproduction's section of an earlier report is kept
+    write_section(report, ZOOM_SECTION, ["The zoom claims."])
     command = [
         sys.executable,
         str(ROOT / "src" / "reproduce.py"),
@@ -39,6 +42,7 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     text = report.read_text()
+    assert kept_section(report, ZOOM_SECTION) == [ZOOM_SECTION[0], "The zoom claims.", ZOOM_SECTION[1]]
     for heading in ("## What reproduced", "### Initialisation 0", "### Initialisation 1", "## Setup",
                     "## The base models", "## Resize-call ratio during training", "## Accuracy and visual tokens",
                     "## Theta sweep"):  # fmt: skip
@@ -62,7 +66,8 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     assert (tmp_path / "outputs" / "pretrain" / "miniature-i1-base" / "perception.json").exists()
     base = tmp_path / "outputs" / "pretrain" / "miniature-i0-base"
     perception = json.loads((base / "perception.json").read_text())
-    assert {"full", "low", "resize_ratio"} <= set(perception) <= {"full", "low", "resize_ratio", "resized", "direct"}
+    reported = {"full", "low", "resize_ratio", "resized", "direct", "broken_calls", "tool_calls/resize"}
+    assert {"full", "low", "resize_ratio"} <= set(perception) <= reported
     groups = {"colour/low_res_enough", "stripes/needs_high_res", "stripes/low_res_enough"}
     assert all(perception[name] and set(perception[name]) <= groups for name in ("full", "low", "resize_ratio"))
     assert all(0.0 <= value <= 1.0 for by_kind in perception.values() for value in by_kind.values())
@@ -83,3 +88,44 @@ def test_fast_reproduction_runs_every_stage_and_renders_the_report(tmp_path):
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert written and all(p.stat().st_mtime_ns == mtime for p, mtime in written.items())  # every stage skipped
+
+
+ZOOM_FAST = [
+    "seeds=[0]", "data.train=32", "data.val=4", "data.test=8", "grpo.steps=2", "eval.max_new_tokens=16",
+    'train_overrides=["data.batch_size=2","rollout.group_size=2","rollout.sampling.max_new_tokens=16",'
+    '"rollout.val_sampling.max_new_tokens=16","trainer.val_check_interval=2"]',
+    'base.overrides=["trainer.max_steps=2","data.batch_size=4","pretrain.report_samples=4","pretrain.max_new_tokens=8",'
+    '"pretrain.grounding_fraction=0.5","data.synthetic.splits={train: 16, val: 4, test: 8}"]',
+]  # fmt: skip
+
+
+def test_the_zoom_reproduction_writes_its_section_and_keeps_the_rest_of_the_report(tmp_path):
+    report = tmp_path / "docs" / "reproduction.md"
+    report.parent.mkdir(parents=True)
+    report.write_text("# VisionThink in miniature: reproduction report\n\nThe resize claims.\n")
+    command = [
+        sys.executable, str(ROOT / "src" / "reproduce.py"), "--config-name", "reproduce_zoom",
+        f"paths.outputs_dir={tmp_path / 'outputs'}", f"report={report}", *ZOOM_FAST,
+    ]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    for _ in range(2):  # the second run skips every stage and rewrites the section in place
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    text = report.read_text()
+    assert text.startswith("# VisionThink in miniature: reproduction report\n\nThe resize claims.\n")
+    assert text.count(ZOOM_SECTION[0]) == text.count(ZOOM_SECTION[1]) == 1
+    assert "## The zoom tool in miniature" in text and text.count("Reproduced") == 3
+    for variant in ("zoom", "resize_only"):
+        results = json.loads(
+            (tmp_path / "outputs" / "eval" / f"miniature-zoom-i0-s0-eval-{variant}" / "results.json").read_text()
+        )
+        figures = results["synthetic"]["adaptive"]
+        assert f"| {variant} i0 s0 | {figures['score']:.1f} |" in text
+        # The resize-only policy is evaluated with the resize tool only
+        assert ("tool_calls/zoom" in figures) is (variant == "zoom")
+    assert (report.parent / "figures" / "reproduction_zoom_tools.png").read_bytes()[:4] == b"\x89PNG"
+    # The base of the zoom miniature is a Qwen3-VL that learned where the label is (grounding traces)
+    base = tmp_path / "outputs" / "pretrain" / "miniature-zoom-i0-base"
+    assert json.loads((base / "model" / "config.json").read_text())["model_type"] == "qwen3_vl"
+    # The resize-only policy's own base
+    assert (tmp_path / "outputs" / "pretrain" / "miniature-zoom-i0-base-resize_only" / "perception.json").exists()

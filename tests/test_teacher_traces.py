@@ -3,6 +3,7 @@ chance, and the restated question the decision token follows."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -104,6 +105,9 @@ def test_the_base_report_splits_sampled_accuracy_by_whether_the_rollout_asked(
     assert report["resize_ratio"] == {g: float(g in stripes) for g in groups}
     assert report["resized"] == {g: share(g, "horizontal") for g in stripes}
     assert report["direct"] == {"colour/low_res_enough": share("colour/low_res_enough", "blue")}
+    # No call broke; every call was a resize
+    assert report["broken_calls"] == {g: 0.0 for g in groups}
+    assert report["tool_calls/resize"] == report["resize_ratio"] and "zoom_on_target" not in report
 
 
 def test_the_answer_weight_scales_the_answer_tokens_in_the_loss(builder, samples, model):
@@ -181,3 +185,21 @@ def test_a_zoom_only_prompt_names_the_sample_without_a_label_box(processor, samp
     boxless = [replace(s, info={}) for s in samples[:2]]
     with pytest.raises(SampleError, match=f"sample {boxless[0].sample_id}: the prompt offers only the zoom tool"):
         teacher_traces(zoom_only, boxless, tool_fraction=1.0, seed=0)
+
+
+def test_grounding_samples_ask_where_the_label_is_in_the_view_s_coordinates(zoom_builder, anywhere):
+    from visionthink.training.sft import GROUNDING_QUESTION, grounding_sample
+
+    zoom = zoom_builder.tools["image_zoom_in_tool"]
+    for sample in anywhere[:6]:
+        low, full = (grounding_sample(sample, zoom_builder, zoom, mode) for mode in ("low", "full"))
+        assert low.question == full.question == GROUNDING_QUESTION and low.kind == "grounding"
+        assert low.use_tool is False and low.image is sample.image
+        # Pixels of the view shown (Qwen2.5-VL's convention): the 1/4 view's box is half the full one's
+        assert json.loads(full.answer) == list(sample.info["label_box"])
+        assert json.loads(low.answer) == [v // 2 for v in sample.info["label_box"]]
+        # Written as a zoom call writes its box, so the call reuses the answer's tokens
+        assert json.dumps({"bbox_2d": json.loads(low.answer)}).endswith(low.answer + "}")
+    # Traces of grounding samples answer with the box (and it is trained: it can be seen)
+    (trace,) = teacher_traces(zoom_builder, [grounding_sample(anywhere[0], zoom_builder, zoom, "low")], 0.0, seed=0)
+    assert trace.final_answer.answer == json.dumps([v // 2 for v in anywhere[0].info["label_box"]])

@@ -129,3 +129,21 @@ def test_the_tiny_qwen3_5_mixes_gated_deltanet_and_attention_layers(qwen3_5_path
     model = load_policy(ModelConfig(), qwen3_5_path)
     assert not continues_from_shared_caches(model)
     assert type(load_processor(qwen3_5_path)).__name__ == "ImageOnlyQwen3VLProcessor"
+
+
+def test_the_qwen3_vl_position_grid_can_start_at_the_scale_of_its_patches(tmp_path):
+    """The zoom miniature's tiny Qwen3-VL: its learned position grid at std 1 (the config's 0.02
+    hides where a patch is); an unset option leaves the other tiny models' folders as they were."""
+    plain, placed = TinyModelSpec(family="qwen3_vl"), TinyModelSpec(family="qwen3_vl", vision_position_std=1.0)
+    assert tiny._spec_hash(plain, ["corpus"]) != tiny._spec_hash(placed, ["corpus"])
+    unset = {key: value for key, value in vars(plain).items() if key != "vision_position_std"}
+    assert tiny._spec_hash(plain, ["corpus"]) == tiny._hash_of(unset, ["corpus"])
+    grids = [
+        load_policy(
+            ModelConfig(name_or_path=str(ensure_tiny_checkpoint(spec, cache_dir=tmp_path)))
+        ).model.visual.pos_embed.weight
+        for spec in (plain, placed)
+    ]
+    assert float(grids[0].std()) == pytest.approx(0.02, rel=0.1) and float(grids[1].std()) == pytest.approx(
+        1.0, rel=0.1
+    )

@@ -4,6 +4,7 @@ the model can recover from, multi-call episodes and the token accounting per sou
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,8 +14,9 @@ from visionthink.episode import EpisodeBuilder
 from visionthink.episode.parser import ToolCall
 from visionthink.episode.prompts import PromptSpec
 from visionthink.episode.tools import ToolError, ZoomTool
+from visionthink.evaluation.scoring import Record, accounting
 from visionthink.grpo.logprobs import token_logprobs
-from visionthink.metrics.rollouts import rollout_metrics
+from visionthink.metrics.rollouts import rollout_metrics, zoom_hits
 from visionthink.reward.judges.base import Verdict
 from visionthink.reward.penalty import penalty_control
 from visionthink.reward.scoring import RewardConfig, score_trajectories
@@ -128,6 +130,31 @@ def test_a_multi_call_episode_records_each_image_s_source_and_tokens(zoom_builde
     metrics = rollout_metrics(trajectories, tool_sources=["resize", "zoom"])
     assert metrics["tool_calls/zoom"] == metrics["tool_calls/resize"] == 1.0
     assert metrics["visual_tokens/zoom"] == 16 and metrics["visual_tokens/first_view"] == 16
+
+
+def test_zoom_on_target_counts_the_crops_that_hold_the_label(zoom_builder, samples, scripted):
+    sample = samples[0]
+    # The synthetic label's box in the original image's pixels: its bottom-right corner
+    sample = replace(sample, info={**sample.info, "label_box": [152, 152, 216, 216]})
+    trajectories = []
+    for box in ([56, 56, 112, 112], [0, 0, 56, 56]):  # the bottom-right quarter, then the top-left
+        engine = scripted(lambda request, box=box: zoom_turn(box) if len(request.images) == 1 else answer_turn("7"))
+        driver = EpisodeDriver(engine, zoom_builder, RolloutConfig(group_size=1))
+        trajectories += driver.run([zoom_builder.build(sample)], SAMPLING)
+    assert [t.turns[0].region for t in trajectories] == [(112, 112, 224, 224), (0, 0, 112, 112)]
+    assert zoom_hits(trajectories) == [1.0, 0.0]
+    assert rollout_metrics(trajectories, tool_sources=["resize", "zoom"])["zoom_on_target"] == 0.5
+    # Evaluation splits each tool's share by need: here the zooms were on a label that needed it
+    needing = [replace(t, episode=replace(t.episode, sample=replace(sample, use_tool=True))) for t in trajectories]
+    figures = accounting([Record(t, "7", Verdict(True, "")) for t in needing], seconds=1.0)
+    assert figures["tool_calls/zoom/needs_high_res"] == 1.0 and figures["zoom_on_target"] == 0.5
+    # A resize shows the whole image; a sample without a label box has no target
+    resized = EpisodeDriver(scripted(lambda r: TOOL_TURN if len(r.images) == 1 else answer_turn("7")), zoom_builder,
+                            RolloutConfig(group_size=1)).run([zoom_builder.build(sample)], SAMPLING)  # fmt: skip
+    assert resized[0].turns[0].region == (0, 0, 224, 224) and zoom_hits(resized) == []
+    unlabelled = replace(sample, info={})
+    assert zoom_hits(EpisodeDriver(engine, zoom_builder, RolloutConfig(group_size=1)).run(
+        [zoom_builder.build(unlabelled)], SAMPLING)) == []  # fmt: skip
 
 
 @pytest.mark.parametrize(

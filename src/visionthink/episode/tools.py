@@ -45,6 +45,10 @@ class ResizeTool:
             raise ToolError("the full-resolution image is already shown above")
         return episode.high_view.image
 
+    def region(self, episode: Episode, arguments: dict[str, Any]) -> tuple[int, int, int, int]:
+        """The box of the full-resolution image the call shows: all of it."""
+        return (0, 0, *episode.high_view.image.size)
+
     def cache_key(self, arguments: dict[str, Any]) -> tuple:
         # Every rollout of a group gets the same full-resolution image: encoded once per episode
         return (self.spec.name,)
@@ -61,9 +65,12 @@ class ZoomTool:
     source = "zoom"
 
     def image(self, episode: Episode, arguments: dict[str, Any], shown: list[str]) -> Image.Image:
-        full = episode.high_view.image
-        box = self.full_resolution_box(arguments["bbox_2d"], seen_size(episode, self.patch_size), full.size)
-        return full.crop(box)
+        return episode.high_view.image.crop(self.region(episode, arguments))
+
+    def region(self, episode: Episode, arguments: dict[str, Any]) -> tuple[int, int, int, int]:
+        """The box of the full-resolution image the call shows."""
+        full = episode.high_view.image.size
+        return self.full_resolution_box(arguments["bbox_2d"], seen_size(episode, self.patch_size), full)
 
     def cache_key(self, arguments: dict[str, Any]) -> tuple:
         return (self.spec.name, *arguments["bbox_2d"])

@@ -118,6 +118,12 @@ def accounting(records: Sequence[Record], seconds: float) -> dict[str, float]:
             chosen = [u for n, u in zip(needed, used, strict=True) if n is label]
             if chosen:
                 figures[f"resize_ratio/{name}"] = fmean(chosen)
+                # Which tool it called there (zoom where it needs the label, resize, ...)
+                subset = [t for t in labelled if t.episode.sample.use_tool is label]
+                # Every tool called anywhere, so a tool never called on this subset reads 0
+                called = list(dict.fromkeys(s for t in labelled for s in t.image_sources[1:]))
+                shares = tool_metrics(subset, called).items()
+                figures.update({f"{k}/{name}": v for k, v in shares if k.startswith("tool_calls/")})
             # Within one question kind (one wording) that has both needs: does the decision look at the image?
             for kind in sorted(set(kinds)):
                 if {True, False} <= {n for n, k in zip(needed, kinds, strict=True) if k == kind}:

@@ -21,7 +21,31 @@ def tool_metrics(trajectories: Sequence[Trajectory], tool_sources: Sequence[str]
     metrics = {f"tool_calls/{s}": _mean([float(s in t.image_sources) for t in trajectories]) for s in sources}
     for source in (FIRST_VIEW, *sources):
         metrics[f"visual_tokens/{source}"] = _mean([t.visual_tokens_from(source) for t in trajectories])
+    hits = zoom_hits(trajectories)
+    if hits:
+        metrics["zoom_on_target"] = _mean(hits)
     return metrics
+
+
+def zoom_hits(trajectories: Sequence[Trajectory]) -> list[float]:
+    """For each zoom that brought back a crop of a sample with a known target (``info.label_box``,
+    pixels of the original image): 1.0 if the crop holds the target's centre. Did the model look
+    where the detail is?"""
+    hits = []
+    for trajectory in trajectories:
+        sample = trajectory.episode.sample
+        target = sample.info.get("label_box")
+        if target is None:
+            continue
+        # The crops are boxes of the full-resolution view, which may be the original resized
+        full_width, full_height = trajectory.episode.high_view.image.size
+        centre_x = (target[0] + target[2]) / 2 * full_width / sample.image.width
+        centre_y = (target[1] + target[3]) / 2 * full_height / sample.image.height
+        regions = [turn.region for turn in trajectory.turns if turn.region is not None]
+        for source, (left, top, right, bottom) in zip(trajectory.image_sources[1:], regions, strict=True):
+            if source == "zoom":
+                hits.append(float(left <= centre_x <= right and top <= centre_y <= bottom))
+    return hits
 
 
 def rollout_metrics(
@@ -69,6 +93,9 @@ def rollout_metrics(
         subset = [t for t in trajectories if t.episode.sample.use_tool is label]
         if subset:
             metrics[f"resize_ratio/{name}"] = _mean([float(t.used_high_res) for t in subset])
+            metrics.update(
+                {f"{k}/{name}": v for k, v in tool_metrics(subset, tool_sources).items() if k.startswith("tool_calls/")}
+            )
             if scores is not None:
                 index = {id(t): s for t, s in zip(trajectories, scores, strict=True)}
                 metrics[f"accuracy/{name}"] = _mean([index[id(t)].accuracy > 0 for t in subset])

@@ -117,4 +117,8 @@ def tiny_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
     vision_config = tiny_vision_tower(spec, deepstack_visual_indexes=[0])
     config = Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **special_token_config(tokenizer))
     torch.manual_seed(spec.seed)
-    return Qwen3VLForConditionalGeneration(config)
+    model = Qwen3VLForConditionalGeneration(config)
+    if spec.vision_position_std is not None:
+        with torch.no_grad():
+            model.model.visual.pos_embed.weight.normal_(0.0, spec.vision_position_std)
+    return model

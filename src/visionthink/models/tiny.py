@@ -59,6 +59,11 @@ class TinyModelSpec:
     seed: int = 0
     # The model type to build: a family of visionthink.models.family (qwen2_5_vl, qwen3_vl, qwen3_5)
     family: str = "qwen2_5_vl"
+    # Standard deviation of the vision tower's learned position grid (Qwen3-VL has one; None: the
+    # config's initializer range, 0.02). A trained grid is on the scale of the patch embeddings;
+    # at 0.02 the positions are ~1/40 of the content and the tiny model never learns where a
+    # detail is (docs/method.md, "Tools")
+    vision_position_std: float | None = None
 
     @property
     def head_dim(self) -> int:
@@ -117,7 +122,12 @@ def _build_tokenizer(vocab_size: int, corpus: list[str]):
 
 
 def _spec_hash(spec: TinyModelSpec, corpus: list[str]) -> str:
-    payload = json.dumps({"spec": asdict(spec), "corpus": corpus, "template": CHAT_TEMPLATE}, sort_keys=True)
+    # Unset options are left out, so adding one keeps the existing models' folders
+    return _hash_of({key: value for key, value in asdict(spec).items() if value is not None}, corpus)
+
+
+def _hash_of(fields: dict, corpus: list[str]) -> str:
+    payload = json.dumps({"spec": fields, "corpus": corpus, "template": CHAT_TEMPLATE}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -18,6 +18,28 @@ from visionthink.reproduce.claims import check_claims
 from visionthink.reproduce.stages import Recipe, run_name, variants_of
 
 MODES = ("adaptive", "full", "low")
+# A section another reproduction writes into the report (conf/reproduce_zoom.yaml), between its
+# markers; rewriting the report keeps it
+ZOOM_SECTION = ("<!-- zoom claims: written by make reproduce-zoom -->", "<!-- end of zoom claims -->")
+
+
+def kept_section(report: Path, markers: tuple[str, str]) -> list[str]:
+    """The lines of ``report`` from one marker to the other (both kept), or none."""
+    text, (start, end) = (report.read_text() if report.exists() else ""), markers
+    if start not in text or end not in text:
+        return []
+    return text[text.index(start) : text.index(end) + len(end)].splitlines()
+
+
+def write_section(report: Path, markers: tuple[str, str], lines: list[str]) -> None:
+    """Put ``lines`` between the markers in ``report``, replacing what was there, or append them."""
+    text, (start, end) = (report.read_text() if report.exists() else ""), markers
+    block = "\n".join([start, *lines, end])
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + block + "\n"
+    write_atomic(report, text)
 
 
 def _load(path: Path) -> Any:
@@ -57,11 +79,19 @@ def _plot_resize(histories: dict, path: Path) -> None:
             if points:
                 axis.plot([p[0] for p in points], [p[1] for p in points], label=variant, color=f"C{index}")
         axis.set_title(title, fontsize=10)
+    save_step_panels(figure, axes, "image resize call ratio", path, legend_size=8)
+
+
+def save_step_panels(figure: Any, axes: Any, ylabel: str, path: Path, legend_size: int) -> None:
+    """Finish panels of shares (0-1) over optimizer steps, and save and close the figure."""
+    import matplotlib.pyplot as plt
+
+    for axis in axes:
         axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("image resize call ratio")
+    axes[0].set_ylabel(ylabel)
     axes[0].set_ylim(-0.05, 1.05)
-    axes[-1].legend(fontsize=8)
+    axes[-1].legend(fontsize=legend_size)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -288,5 +318,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
                 "  ```",
                 "",
             ]
-    write_atomic(report, "\n".join(lines) + "\n")
+    # The zoom claims' section (make reproduce-zoom) stays where it is
+    zoom_section = kept_section(report, ZOOM_SECTION)
+    write_atomic(report, "\n".join([*lines, *([""] + zoom_section if zoom_section else [])]) + "\n")
     return report

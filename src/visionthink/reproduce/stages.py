@@ -44,6 +44,9 @@ class Recipe:
     fine_fraction: float
     fine_kinds: list[str]
     coarse_kinds: list[str]
+    # The tools the agent prompt offers (conf/tool/), and where the label sits
+    tool: str = "resize"
+    label_corner: str = "bottom_right"
 
 
 def load_recipe(cfg: Any) -> Recipe:
@@ -51,13 +54,14 @@ def load_recipe(cfg: Any) -> Recipe:
     from hydra import compose
 
     overrides = [f"experiment={cfg.experiment}", *cfg.train_overrides]
-    train = compose(config_name="train", overrides=overrides)
+    train = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     synthetic = train.data.synthetic
     return Recipe(
         overrides=overrides, prompt=train.prompt.name, batch_size=train.data.batch_size,
         group_size=train.rollout.group_size, lr=train.optim.optimizer.lr, val_every=train.trainer.val_check_interval,
         fine_fraction=synthetic.fine_fraction, fine_kinds=list(synthetic.fine_kinds),
-        coarse_kinds=list(synthetic.coarse_kinds),
+        coarse_kinds=list(synthetic.coarse_kinds), tool=train.hydra.runtime.choices.tool,
+        label_corner=synthetic.label_corner,
     )  # fmt: skip
 
 
@@ -72,7 +76,7 @@ def write_data(cfg: Any, recipe: Recipe) -> None:
     splits = {"train": cfg.data.train, "val": cfg.data.val, "test": cfg.data.test}
     write_synthetic(data_dir(cfg) / "synthetic", SyntheticConfig(
         fine_fraction=recipe.fine_fraction, fine_kinds=tuple(recipe.fine_kinds),
-        coarse_kinds=tuple(recipe.coarse_kinds), splits=splits))  # fmt: skip
+        coarse_kinds=tuple(recipe.coarse_kinds), splits=splits, label_corner=recipe.label_corner))  # fmt: skip
 
 
 def run_name(cfg: Any, stage: str, seed: int | None = None, init: int | None = None) -> str:
@@ -81,8 +85,17 @@ def run_name(cfg: Any, stage: str, seed: int | None = None, init: int | None = N
     return "-".join([*parts, stage])
 
 
-def base_model(cfg: Any, init: int) -> Path:
-    return Path(cfg.paths.outputs_dir) / "pretrain" / run_name(cfg, "base", init=init) / "model"
+def base_model(cfg: Any, init: int, variant: str = "") -> Path:
+    """The base stage's model: the shared one, or a variant's own (``variant``)."""
+    stage = f"base-{variant}" if variant else "base"
+    return Path(cfg.paths.outputs_dir) / "pretrain" / run_name(cfg, stage, init=init) / "model"
+
+
+def base_stage(cfg: Any, init: int, overrides: list[str], variant: str = "") -> Stage:
+    """The base stage (src/pretrain.py) of an initialisation: the shared one, or a variant's."""
+    model = base_model(cfg, init, variant)
+    name = f"i{init}-base" + (f"-{variant}" if variant else "")
+    return Stage(name, "pretrain.py", overrides + [f"run_name={model.parent.name}"], model.parent / "perception.json")
 
 
 def variants_of(cfg: Any, init: int) -> list[str]:
@@ -99,6 +112,7 @@ def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
     kinds = [
         f"data.synthetic.coarse_kinds=[{','.join(recipe.coarse_kinds)}]",
         f"data.synthetic.fine_kinds=[{','.join(recipe.fine_kinds)}]",
+        f"data.synthetic.label_corner={recipe.label_corner}",
     ]
     splits = f"data.synthetic.splits={{train: {cfg.data.train}, val: {cfg.data.val}, test: {cfg.data.test}}}"
     stages = []
@@ -108,41 +122,46 @@ def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
             f"model.tiny.seed={init}",
         ]  # fmt: skip
         base = base_model(cfg, init)
-        stages.append(
-            Stage(
-                f"i{init}-base",
-                "pretrain.py",
-                shared
-                + [
-                    f"run_name={run_name(cfg, 'base', init=init)}",
-                    f"prompt={recipe.prompt}",
-                    "seed=0",
-                    *kinds,
-                    *cfg.base.overrides,
-                ],  # fmt: skip
-                base.parent / "perception.json",
-            )
-        )
+        base_overrides = shared + [f"prompt={recipe.prompt}", "seed=0", *kinds, *cfg.base.overrides]
+        stages.append(base_stage(cfg, init, base_overrides + [f"tool={recipe.tool}"]))
         evaluation = shared + [
-            f"model.name_or_path={base}", f"prompt@prompts.adaptive={recipe.prompt}", f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
+            f"model.name_or_path={base}", f"prompt@prompts.adaptive={recipe.prompt}", f"tool={recipe.tool}",
+            f"eval.max_new_tokens={cfg.eval.max_new_tokens}",
         ]  # fmt: skip
         stages.append(evaluate_stage(cfg, run_name(cfg, "eval-base", init=init), evaluation, outputs))
         for seed in cfg.seeds:
             # The recipe first: the model, paths and sizes of the reproduction override it
             grpo = recipe.overrides + shared + [
-                splits, f"seed={seed}", f"model.name_or_path={base}", "callbacks.model_checkpoint.every_n_train_steps=5",
+                splits, f"seed={seed}", "callbacks.model_checkpoint.every_n_train_steps=5",
             ]  # fmt: skip
             for variant in variants_of(cfg, init):
                 run = run_name(cfg, f"grpo-{variant}", seed, init)
+                # A variant that offers other tools starts from its own base, trained with them (a
+                # base knows the prompt it saw: offered one tool less, the shared base never calls)
+                tools = [o for o in cfg.variants[variant] if o.startswith("tool=")]
+                variant_base = base
+                if tools:
+                    variant_base = base_model(cfg, init, variant)
+                    if seed == cfg.seeds[0]:
+                        stages.append(base_stage(cfg, init, base_overrides + tools, variant))
                 stages.append(
                     Stage(
                         f"i{init}-s{seed}-grpo-{variant}",
                         "train.py",
-                        grpo + [f"run_name={run}", f"trainer.max_steps={cfg.grpo.steps}", *cfg.variants[variant]],
+                        grpo
+                        + [
+                            f"model.name_or_path={variant_base}",
+                            f"run_name={run}",
+                            f"trainer.max_steps={cfg.grpo.steps}",
+                            *cfg.variants[variant],
+                        ],
                         outputs / "runs" / run / "final_metrics.json",
                     )  # fmt: skip
                 )
-                stages.append(trained_evaluation_stage(cfg, f"eval-{variant}", run, seed, init, evaluation, outputs))
+                # ... and is evaluated with them
+                overrides = [o for o in evaluation if not (tools and o.startswith(("tool=", "model.name_or_path=")))]
+                overrides += [f"model.name_or_path={variant_base}", *tools] if tools else []
+                stages.append(trained_evaluation_stage(cfg, f"eval-{variant}", run, seed, init, overrides, outputs))
             if init != cfg.inits[0]:
                 continue
             for theta in cfg.theta_sweep.thetas:
@@ -153,6 +172,7 @@ def plan(cfg: Any, recipe: Recipe) -> list[Stage]:
                         "train.py",
                         grpo
                         + [
+                            f"model.name_or_path={base}",
                             f"run_name={run}",
                             f"trainer.max_steps={cfg.theta_sweep.steps}",
                             "reward.penalty_mode=paper",

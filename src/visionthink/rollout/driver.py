@@ -131,7 +131,9 @@ class EpisodeDriver:
             except ToolError as error:
                 trajectory.turns[-1].tool_error = str(error)
                 return self._refuse(trajectory, "tool_error", str(error), last_turn, self.config.on_malformed_tool_call)
-            self._append(trajectory, response, source=self.builder.tools[parsed.name].source)
+            tool = self.builder.tools[parsed.name]
+            trajectory.turns[-1].region = tool.region(trajectory.episode, parsed.arguments)
+            self._append(trajectory, response, source=tool.source)
             return True
         if isinstance(parsed, Malformed) and parsed.tool_intent:
             return self._refuse(trajectory, "malformed", parsed.reason, last_turn, self.config.on_malformed_tool_call)

@@ -17,6 +17,8 @@ class Turn:
     truncated: bool
     # Why a well-formed call could not be executed (an empty box); None otherwise
     tool_error: str | None = None
+    # The box of the full-resolution image (pixels) the turn's tool call brought back
+    region: tuple[int, int, int, int] | None = None
 
 
 @dataclass

@@ -21,10 +21,12 @@ from typing import Any
 
 from visionthink.data.sample import Sample
 from visionthink.episode.builder import EpisodeBuilder
+from visionthink.metrics.rollouts import tool_metrics
 from visionthink.reward.scoring import judge_trajectories
 from visionthink.rollout.driver import EpisodeDriver, RolloutConfig
 from visionthink.rollout.engine import SamplingConfig
 from visionthink.rollout.hf_engine import TransformersRolloutEngine
+from visionthink.rollout.trajectory import Trajectory
 
 
 def report_group(sample: Sample) -> str:
@@ -52,11 +54,15 @@ def perception_report(
     greedy decoding; the agent prompt sampled at temperature 1 (the paper's rollouts; the
     miniature's sample at 0.7), ``sampled_rollouts`` per question as GRPO will start from it: how
     often it asks, and how often it is right when it asked and when it answered directly (the
-    reward gap GRPO has to learn from; a kind without such rollouts is left out)."""
+    reward gap GRPO has to learn from; a kind without such rollouts is left out), how often a call
+    broke (``broken_calls``; those rollouts count in neither branch), each tool's share
+    (``tool_calls/<source>``) and, where zooms were made, the share that held the label
+    (``zoom_on_target``)."""
     engine = TransformersRolloutEngine(policy.eval(), processor.tokenizer, reuse_kv_cache=True)
     greedy = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
     sampled = SamplingConfig(temperature=1.0, max_new_tokens=max_new_tokens)
     report: dict[str, dict[str, float]] = {}
+    sampled_by_kind: dict[str, list[Trajectory]] = defaultdict(list)
     passes = (("full", perception_prompt, "full"), ("low", perception_prompt, "low"),
               ("resize_ratio", agent_prompt, "adaptive"))  # fmt: skip
     for name, prompt, mode in passes:
@@ -72,11 +78,20 @@ def perception_report(
                 kind, correct = report_group(trajectory.episode.sample), float(bool(verdict.correct))
                 if name == "resize_ratio":
                     by_kind[name][kind].append(float(trajectory.used_high_res))
-                    by_kind["resized" if trajectory.used_high_res else "direct"][kind].append(correct)
+                    if trajectory.used_high_res or not trajectory.broken_tool_calls:
+                        by_kind["resized" if trajectory.used_high_res else "direct"][kind].append(correct)
+                    by_kind["broken_calls"][kind].append(float(trajectory.broken_tool_calls > 0))
+                    sampled_by_kind[kind].append(trajectory)
                 else:
                     by_kind[name][kind].append(correct)
         for key, values_by_kind in by_kind.items():
             report[key] = {kind: fmean(values) for kind, values in sorted(values_by_kind.items())}
+    # Which tool the sampled rollouts called, and whether their zooms held the label
+    sources = [tool.source for tool in EpisodeBuilder(processor, agent_prompt, resolution).tools.values()]
+    for kind, trajectories in sorted(sampled_by_kind.items()):
+        for key, value in tool_metrics(trajectories, sources).items():
+            if not key.startswith("visual_tokens/"):
+                report.setdefault(key, {})[kind] = value
     policy.train()
     return report
 
@@ -133,6 +148,7 @@ def run_pretraining(cfg: Any) -> dict[str, dict[str, float]]:
         vision_lr_scale=cfg.optim.vision_lr_scale,
         tool_fraction=cfg.pretrain.tool_fraction,
         zoom_fraction=cfg.pretrain.zoom_fraction,
+        grounding_fraction=cfg.pretrain.grounding_fraction,
         plain_prompt=perception_prompt,
         plain_fraction=cfg.pretrain.perception_fraction,
         train_guesses=cfg.pretrain.train_guesses,

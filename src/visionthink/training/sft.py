@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ from visionthink.training.optim import configure_optimization, freeze_vision_tow
 
 # The resize call of the traces; a zoom call names the sample's label box (info.label_box)
 RESIZE_CALL = {"name": "resize_image", "arguments": {"action": "resize"}}
+# The grounding question of perception traces: where the label is, as a zoom call names it
+GROUNDING_QUESTION = "<image>Where is the small label? Give its box as [x1, y1, x2, y2]."
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,18 @@ def trace_call(builder: EpisodeBuilder, episode: Episode, zoom_fraction: float, 
     return RESIZE_CALL
 
 
+def grounding_sample(sample: Sample, builder: EpisodeBuilder, boxes: ZoomTool, mode: str) -> Sample:
+    """``sample`` asked where its label is: the answer is ``info.label_box`` in the coordinates of
+    the image the ``mode`` view shows, in the family's convention (``boxes``), written as a zoom
+    call writes its box. The place is visible at 1/4 resolution too."""
+    seen = seen_size(builder.build(sample, mode), boxes.patch_size)
+    box = boxes.first_view_box(list(sample.info["label_box"]), seen, sample.image.size)
+    return replace(
+        sample, question=GROUNDING_QUESTION, answer=json.dumps(box), answers=(), use_tool=False,
+        data_source=f"{sample.data_source.rsplit('/', 1)[0]}/grounding",
+    )  # fmt: skip
+
+
 def answer_span(trace: Trajectory, tokenizer: Any) -> slice:
     """The positions of a teacher trace's final answer tokens (between ``<answer>`` and ``</answer>``)."""
     end = len(trace.loss_mask) - len(tokenizer(ANSWER_CLOSE, add_special_tokens=False)["input_ids"]) - 1
@@ -247,6 +261,7 @@ class SFTModule(L.LightningModule):
         describe_view: bool = False,
         answer_weight: float = 1.0,
         zoom_fraction: float = 0.0,
+        grounding_fraction: float = 0.0,
     ):
         super().__init__()
         self.model_config, self.prompt, self.resolution = model, prompt, resolution
@@ -257,6 +272,8 @@ class SFTModule(L.LightningModule):
         self.answer_weight = answer_weight
         # With a zoom tool offered: the share of tool-calling traces that zoom on the label
         self.zoom_fraction = zoom_fraction
+        # The share of perception traces that ask where the label is (samples with info.label_box)
+        self.grounding_fraction = grounding_fraction
         # A share of traces in a tool-less prompt (full or low resolution, answered directly),
         # so the model also knows the prompts of the full and low evaluation modes.
         self.plain_prompt, self.plain_fraction = plain_prompt, plain_fraction
@@ -272,6 +289,12 @@ class SFTModule(L.LightningModule):
         freeze_vision_tower(self.policy, self.vision_lr_scale)
         self.ids = family_of(self.policy).special_token_ids(self.processor.tokenizer)
         self.builder = EpisodeBuilder(self.processor, self.prompt, self.resolution)
+        image_processor = self.processor.image_processor
+        # Grounding answers follow the family's box convention, as its zoom calls do
+        self.boxes = ZoomTool(
+            None, getattr(self.processor, "box_coordinates", "pixels"), image_processor.patch_size,
+            image_processor.merge_size,
+        )  # fmt: skip
         self.plain_builder = (
             EpisodeBuilder(self.processor, self.plain_prompt, self.resolution)
             if self.plain_prompt is not None
@@ -295,6 +318,14 @@ class SFTModule(L.LightningModule):
         traces = []
         for (prompt, mode), members in sorted(groups.items()):
             builder = self.plain_builder if prompt == "plain" else self.builder
+            if prompt == "plain" and self.grounding_fraction:
+                members = [
+                    grounding_sample(s, builder, self.boxes, mode)
+                    if "label_box" in s.info
+                    and random.Random(mix_seed(seed, "grounding", s.sample_id)).random() < self.grounding_fraction
+                    else s
+                    for s in members
+                ]
             traces += teacher_traces(
                 builder,
                 members,
