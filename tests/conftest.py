@@ -115,8 +115,12 @@ def qwen2_vl_path(tiny_path, tmp_path_factory) -> str:
 
 
 def tiny_family_path(family: str) -> str:
-    """The tiny random model of ``family`` (``model=tiny_<family>``), with its own processor."""
-    return ModelConfig(tiny=TinyModelSpec(family=family), tiny_name=f"tiny_{family}").resolve_path()
+    """The tiny random model of ``family`` that ``model=tiny_<family>`` builds (the sizes of
+    conf/model/tiny.yaml, the family file's own settings), with its own processor."""
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"tiny_{family}.yaml").tiny)
+    return ModelConfig(tiny=TinyModelSpec(**settings), tiny_name=f"tiny_{family}").resolve_path()
 
 
 @pytest.fixture(scope="session")
