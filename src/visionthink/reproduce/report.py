@@ -129,6 +129,12 @@ def _relative(command: str) -> str:
     return command.replace(f"{PROJECT_ROOT}/", "")
 
 
+def stage_rows(stages: list[dict[str, Any]]) -> list[str]:
+    """The rows of a report's stage table: each stage's seconds and command (run_stages' record)."""
+    return [f"| {s['name']} | {s['seconds']:.0f} | `{_relative(s['command'])}` |" if s.get("seconds") is not None
+            else f"| {s['name']} | (earlier run) | {s['command']} |" for s in stages]  # fmt: skip
+
+
 def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -250,8 +256,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
         "| stage | seconds | command |",
         "|---|---|---|",
     ]  # fmt: skip
-    lines += [f"| {s['name']} | {s['seconds']:.0f} | `{_relative(s['command'])}` |" if s.get("seconds") is not None
-              else f"| {s['name']} | (earlier run) | {s['command']} |" for s in stages]  # fmt: skip
+    lines += stage_rows(stages)
     total = sum(s["seconds"] for s in stages if s.get("seconds") is not None)
     lines += ["", f"Stages run by this invocation: {total / 60:.1f} minutes in all."]
     lines += ["", "## The base models", "", f"![base](figures/reproduction_base.png) (initialisation {first})", "",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from visionthink.reproduce.claims import Claim
-from visionthink.reproduce.report import ZOOM_SECTION, _histories, _load, _relative, save_step_panels, write_section
+from visionthink.reproduce.report import ZOOM_SECTION, _histories, _load, save_step_panels, stage_rows, write_section
 from visionthink.reproduce.stages import Recipe, run_name
 
 
@@ -85,7 +85,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     """The zoom claims' section of ``cfg.report``, from the run's outputs."""
     outputs, report = Path(cfg.paths.outputs_dir), Path(cfg.report)
     (report.parent / "figures").mkdir(parents=True, exist_ok=True)
-    runs = {(init, seed): init for init in cfg.inits for seed in cfg.seeds}
+    runs = [(init, seed) for init in cfg.inits for seed in cfg.seeds]
     measured: dict[tuple[int, int], dict[str, Any]] = {}
     for init, seed in runs:
         measured[(init, seed)] = {}
@@ -129,7 +129,6 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     lines += ["", f"![tool calls during training](figures/{figure.name})", "",
               "Sampled rollouts during training: the share calling each tool (solid: zoom, dotted: resize).", "",
               "| stage | seconds | command |", "|---|---|---|"]  # fmt: skip
-    lines += [f"| {s['name']} | {s['seconds']:.0f} | `{_relative(s['command'])}` |" if s.get("seconds") is not None
-              else f"| {s['name']} | (earlier run) | {s['command']} |" for s in stages]  # fmt: skip
+    lines += stage_rows(stages)
     write_section(report, ZOOM_SECTION, lines)
     return report
