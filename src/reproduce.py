@@ -21,11 +21,12 @@ from visionthink.cli import exit_on_input_error
 def main(cfg: DictConfig) -> None:
     from hydra.utils import get_method
 
-    from visionthink.reproduce.stages import load_recipe, plan, run_stages, write_data
+    from visionthink.reproduce.stages import fingerprints, load_recipe, plan, run_stages, write_data
 
     recipe = load_recipe(cfg)
     write_data(cfg, recipe)
-    stages = run_stages(plan(cfg, recipe), Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "stages")
+    planned = plan(cfg, recipe)
+    stages = run_stages(planned, Path(cfg.paths.outputs_dir) / "reproduce" / cfg.name / "stages", fingerprints(planned))
     print(f"report: {get_method(cfg.render)(cfg, recipe, stages)}")
 
 

@@ -257,28 +257,30 @@ def test_make_train_and_make_reproduce_run_one_recipe():
 
 def test_the_zoom_reproduction_trains_each_tool_set_from_a_base_that_saw_it():
     """make reproduce-zoom: the resize-only variant gets its own base (trained with tool=resize),
-    its GRPO and evaluation start from it; the zoom variant shares the recipe's base."""
+    its GRPO and evaluation start from it; the zoom variant shares the recipe's base. Each stage's
+    fingerprint follows the base it reads, not the other one."""
     from hydra import compose, initialize_config_dir
 
-    from visionthink.reproduce.stages import load_recipe, plan
+    from visionthink.reproduce.stages import load_recipe, plan, reads
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="reproduce_zoom", overrides=["paths.outputs_dir=/out"])
         recipe = load_recipe(cfg)
         stages = {stage.name: stage for stage in plan(cfg, recipe)}
     assert (recipe.tool, recipe.label_corner) == ("resize_zoom", "random")
-    bases = {"zoom": "/out/pretrain/miniature-zoom-i0-base/model",
-             "resize_only": "/out/pretrain/miniature-zoom-i0-base-resize_only/model"}  # fmt: skip
-    assert (
-        "tool=resize_zoom" in stages["i0-base"].overrides and "tool=resize" in stages["i0-base-resize_only"].overrides
-    )
-    for seed in cfg.seeds:
-        for variant, tool in (("zoom", "resize_zoom"), ("resize_only", "resize")):
-            for stage in (f"i0-s{seed}-grpo-{variant}", f"i0-s{seed}-eval-{variant}"):
-                overrides = stages[stage].overrides
-                assert [o for o in overrides if o.startswith("model.name_or_path=")] == [
-                    f"model.name_or_path={bases[variant]}"
-                ]
-            tools = [o for o in stages[f"i0-s{seed}-eval-{variant}"].overrides if o.startswith("tool=")]
-            assert tools == [f"tool={tool}"]
-    assert sum(stage.script == "pretrain.py" for stage in stages.values()) == 2
+    for init in cfg.inits:
+        base = {"zoom": f"i{init}-base", "resize_only": f"i{init}-base-resize_only"}
+        assert "tool=resize_zoom" in stages[base["zoom"]].overrides
+        assert "tool=resize" in stages[base["resize_only"]].overrides
+        for seed in cfg.seeds:
+            for variant, tool in (("zoom", "resize_zoom"), ("resize_only", "resize")):
+                grpo, evaluation = stages[f"i{init}-s{seed}-grpo-{variant}"], stages[f"i{init}-s{seed}-eval-{variant}"]
+                for stage in (grpo, evaluation):
+                    assert [o for o in stage.overrides if o.startswith("model.name_or_path=")] == [
+                        f"model.name_or_path=/out/pretrain/miniature-zoom-{base[variant]}/model"
+                    ]
+                tools = [o for o in evaluation.overrides if o.startswith("tool=")]
+                assert tools == [f"tool={tool}"]
+                assert [name for name, stage in stages.items() if reads(grpo, stage)] == [base[variant]]
+                assert reads(evaluation, grpo)
+    assert sum(stage.script == "pretrain.py" for stage in stages.values()) == 2 * len(cfg.inits)

@@ -116,12 +116,16 @@ def test_the_zoom_reproduction_writes_its_section_and_keeps_the_rest_of_the_repo
     assert text.count(ZOOM_SECTION[0]) == text.count(ZOOM_SECTION[1]) == 1
     assert "## The zoom tool in miniature" in text
     assert text.count("Reproduced") + text.count("Not reproduced") == 3
-    for variant in ("zoom", "resize_only"):
-        results = json.loads(
-            (tmp_path / "outputs" / "eval" / f"miniature-zoom-i0-s0-eval-{variant}" / "results.json").read_text()
-        )
-        figures = results["synthetic"]["adaptive"]
-        assert f"| {variant} i0 s0 | {figures['score']:.1f} |" in text
+    # Both policies from each initialisation's own bases
+    for init in (0, 1):
+        for variant in ("zoom", "resize_only"):
+            results = json.loads(
+                (
+                    tmp_path / "outputs" / "eval" / f"miniature-zoom-i{init}-s0-eval-{variant}" / "results.json"
+                ).read_text()
+            )
+            figures = results["synthetic"]["adaptive"]
+            assert f"| {variant} i{init} s0 | {figures['score']:.1f} |" in text
     # The resize-only policy is evaluated with the resize tool only
     commands = json.loads(
         (tmp_path / "outputs" / "reproduce" / "miniature-zoom" / "stages" / "stages.json").read_text()

@@ -42,20 +42,26 @@ def write_section(report: Path, markers: tuple[str, str], lines: list[str]) -> N
     write_atomic(report, text)
 
 
-def _load(path: Path) -> Any:
+def load_json(path: Path) -> Any:
+    """The file's JSON; None while the stage that writes it has not run."""
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _histories(
+def metric_histories(
     tracking_uri: str, run_names: dict[str, str], keys: list[str]
 ) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Each labelled run's (step, value) history of every key, read from MLflow (the newest run of
+    each name: a stage run again keeps its earlier runs); runs not found are left out."""
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name("visionthink")
     result: dict[str, dict[str, list[tuple[int, float]]]] = {}
     if experiment is None:
         return result
     for label, name in run_names.items():
-        runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
+        runs = client.search_runs(
+            [experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
         if runs:
             run_id = runs[0].info.run_id
             result[label] = {
@@ -131,8 +137,7 @@ def _relative(command: str) -> str:
 
 def stage_rows(stages: list[dict[str, Any]]) -> list[str]:
     """The rows of a report's stage table: each stage's seconds and command (run_stages' record)."""
-    return [f"| {s['name']} | {s['seconds']:.0f} | `{_relative(s['command'])}` |" if s.get("seconds") is not None
-            else f"| {s['name']} | (earlier run) | {s['command']} |" for s in stages]  # fmt: skip
+    return [f"| {s['name']} | {s['seconds']:.0f} | `{_relative(s['command'])}` |" for s in stages]
 
 
 def _score(value: float | None) -> str:
@@ -161,20 +166,22 @@ def measurements(
     bases: dict[int, dict[str, Any]] = {}
     measured: dict[tuple[int, int], dict[str, Any]] = {}
     for init in cfg.inits:
-        base = _load(outputs / "eval" / run_name(cfg, "eval-base", init=init) / "results.json")
+        base = load_json(outputs / "eval" / run_name(cfg, "eval-base", init=init) / "results.json")
         if base:
             bases[init] = base["synthetic"]
         for seed in cfg.seeds:
             m: dict[str, Any] = {"base_full": bases[init]["full"] if init in bases else None}
             for variant in variants_of(cfg, init):
-                results = _load(outputs / "eval" / run_name(cfg, f"eval-{variant}", seed, init) / "results.json")
+                results = load_json(outputs / "eval" / run_name(cfg, f"eval-{variant}", seed, init) / "results.json")
                 m[variant] = results["synthetic"]["adaptive"] if results else None
             curves = histories.get(f"i{init} paper s{seed}", {})
             need, rest = (_final(curves.get(f"train/resize_ratio/{n}")) for n in ("needs_high_res", "low_res_enough"))
             m["paper_train"] = {"needs_high_res": need, "low_res_enough": rest} if None not in (need, rest) else None
             m["theta"] = []
             for theta in cfg.theta_sweep.thetas if init == cfg.inits[0] else []:
-                results = _load(outputs / "eval" / run_name(cfg, f"eval-theta-{theta}", seed, init) / "results.json")
+                results = load_json(
+                    outputs / "eval" / run_name(cfg, f"eval-theta-{theta}", seed, init) / "results.json"
+                )
                 if results:
                     m["theta"].append((float(theta), results["synthetic"]["adaptive"]["resize_ratio"]))
             measured[(init, seed)] = m
@@ -192,7 +199,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     keys = ["train/resize_ratio", "train/resize_ratio/needs_high_res", "train/resize_ratio/low_res_enough",
             "train/accuracy", "train/reward"]  # fmt: skip
     runs = training_runs(cfg)
-    histories = _histories(
+    histories = metric_histories(
         tracking, {label: run_name(cfg, f"grpo-{variant}", seed, init) for label, (init, seed, variant) in runs.items()},
         keys,
     )  # fmt: skip
@@ -201,7 +208,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     sweeps = {seed: m["theta"] for (init, seed), m in measured.items() if m["theta"]}
     if sweeps:
         _plot_theta(sweeps, figures / "reproduction_theta.png")
-    perceptions = {init: _load(outputs / "pretrain" / run_name(cfg, "base", init=init) / "perception.json")
+    perceptions = {init: load_json(outputs / "pretrain" / run_name(cfg, "base", init=init) / "perception.json")
                    for init in cfg.inits}  # fmt: skip
     base_plot = outputs / "pretrain" / run_name(cfg, "base", init=first) / "perception.png"
     if base_plot.exists():
@@ -306,7 +313,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
         for seed, sweep in sweeps.items():
             lines.append(f"| {seed} | " + " | ".join(_pct(ratio) for _, ratio in sorted(sweep)) + " |")
     shown = run_name(cfg, "eval-paper", cfg.seeds[0], first)
-    samples = _load(outputs / "eval" / shown / "samples" / "synthetic__adaptive.json")
+    samples = load_json(outputs / "eval" / shown / "samples" / "synthetic__adaptive.json")
     if samples:
         lines += [
             "",

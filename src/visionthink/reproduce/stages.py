@@ -1,13 +1,19 @@
 """The stages of the miniature reproduction, each a run of one of the entry points.
 
 A stage is a command line plus the file that proves it finished; a finished stage is skipped, so
-``make reproduce`` resumes after a kill. Every entry point logs its own MLflow run.
+``make reproduce`` resumes after a kill. A stage is finished only with the settings it ran with:
+each records a fingerprint of its composed config and of the stages whose outputs it reads, and
+one whose recipe (a config file, an override) or input changed since is run again, its old
+outputs removed. Every entry point logs its own MLflow run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +24,10 @@ from typing import Any
 from tqdm import tqdm
 
 from visionthink.paths import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+# The config each entry point composes (conf/<name>.yaml)
+CONFIG_OF = {"pretrain.py": "pretrain", "train.py": "train", "evaluate.py": "eval"}
 
 
 @dataclass(frozen=True)
@@ -216,24 +226,61 @@ def evaluate_stage(cfg: Any, run: str, overrides: list[str], outputs: Path) -> S
     )  # fmt: skip
 
 
-def run_stages(stages: list[Stage], log_dir: Path) -> list[dict[str, Any]]:
-    """Run the stages not done yet, in order; returns what each did (or found)."""
+def settings(stage: Stage) -> str:
+    """The config the stage's entry point composes from its overrides, as YAML (interpolations
+    unresolved: the run's clock and folders do not change it). Inside a Hydra app."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(compose(config_name=CONFIG_OF[stage.script], overrides=stage.overrides))
+
+
+def reads(stage: Stage, earlier: Stage) -> bool:
+    """Whether ``stage`` reads what ``earlier`` wrote (its folder, or a path inside it)."""
+    folder = str(earlier.output.parent)
+    return any(value == folder or value.startswith(folder + "/") for value in _values(stage.overrides))
+
+
+def _values(overrides: list[str]) -> list[str]:
+    return [override.split("=", 1)[1] for override in overrides if "=" in override]
+
+
+def fingerprints(stages: list[Stage], settings_of: Any = settings) -> dict[str, str]:
+    """Each stage's fingerprint: a digest of its settings and of the fingerprints of the earlier
+    stages it reads, so that a changed base makes its GRPO runs and their evaluations stale too."""
+    prints: dict[str, str] = {}
+    for index, stage in enumerate(stages):
+        inputs = [prints[earlier.name] for earlier in stages[:index] if reads(stage, earlier)]
+        text = "\n".join([settings_of(stage), *inputs])
+        prints[stage.name] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return prints
+
+
+def run_stages(stages: list[Stage], log_dir: Path, prints: dict[str, str]) -> list[dict[str, Any]]:
+    """Run the stages not done yet with these fingerprints (``fingerprints``), in order; returns
+    what each did (or found)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     record = log_dir / "stages.json"
     done = json.loads(record.read_text()) if record.exists() else {}
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     for stage in tqdm(stages, desc="reproduce", unit="stage"):
         if stage.output.exists():
-            continue
+            if done.get(stage.name, {}).get("fingerprint") == prints[stage.name]:
+                continue
+            # Ran with other settings or inputs (or before fingerprints were recorded): its
+            # checkpoints and results would be reported as this recipe's
+            log.warning("stage %s ran with other settings or inputs than now: removing %s and running it again",
+                        stage.name, stage.output.parent)  # fmt: skip
+            shutil.rmtree(stage.output.parent)
         command = [sys.executable, str(PROJECT_ROOT / "src" / stage.script), *stage.overrides]
         started = time.perf_counter()
-        with (log_dir / f"{stage.name}.log").open("w") as log:
-            result = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with (log_dir / f"{stage.name}.log").open("w") as stage_log:
+            result = subprocess.run(command, env=env, stdout=stage_log, stderr=subprocess.STDOUT)
         if result.returncode != 0 or not stage.output.exists():
             raise RuntimeError(
                 f"stage {stage.name} failed (exit {result.returncode}); see {log_dir / (stage.name + '.log')}"
             )
         done[stage.name] = {"command": " ".join(["python", f"src/{stage.script}", *stage.overrides]),
-                            "seconds": time.perf_counter() - started}  # fmt: skip
+                            "seconds": time.perf_counter() - started, "fingerprint": prints[stage.name]}  # fmt: skip
         record.write_text(json.dumps(done, indent=2))
-    return [dict(name=s.name, **done.get(s.name, {"command": "(done earlier)", "seconds": None})) for s in stages]
+    return [dict(name=s.name, **done[s.name]) for s in stages]

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from visionthink.reproduce.claims import Claim
-from visionthink.reproduce.report import ZOOM_SECTION, _histories, _load, save_step_panels, stage_rows, write_section
+from visionthink.reproduce.report import (
+    ZOOM_SECTION,
+    load_json,
+    metric_histories,
+    save_step_panels,
+    stage_rows,
+    write_section,
+)
 from visionthink.reproduce.stages import Recipe, run_name
 
 
@@ -90,13 +97,15 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     for init, seed in runs:
         measured[(init, seed)] = {}
         for variant in cfg.variants:
-            results = _load(outputs / "eval" / run_name(cfg, f"eval-{variant}", seed, init) / "results.json")
+            results = load_json(outputs / "eval" / run_name(cfg, f"eval-{variant}", seed, init) / "results.json")
             measured[(init, seed)][variant] = results["synthetic"]["adaptive"] if results else None
     tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{outputs / 'mlflow.db'}")
     keys = [f"train/tool_calls/{s}/{n}" for s in ("zoom", "resize") for n in ("needs_high_res", "low_res_enough")]
-    labels = {f"{v} s{seed}": run_name(cfg, f"grpo-{v}", seed, init) for init, seed in runs for v in cfg.variants}
+    labels = {
+        f"{v} i{init} s{seed}": run_name(cfg, f"grpo-{v}", seed, init) for init, seed in runs for v in cfg.variants
+    }
     figure = report.parent / "figures" / "reproduction_zoom_tools.png"
-    _plot_tools(_histories(tracking, labels, keys), figure)
+    _plot_tools(metric_histories(tracking, labels, keys), figure)
     claims = check_zoom_claims(cfg.claims, measured)
     seeds = [f"i{init} s{seed}" for init, seed in runs]
     lines = ["", "## The zoom tool in miniature (issue 31)", "",
@@ -106,7 +115,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
              f"(`src/pretrain.py {' '.join(cfg.base.overrides)}`); the resize-only policy: the same data, pricing "
              "and steps with `tool=resize`, from its own base trained the same way with `tool=resize` (a base "
              "offered one tool less than it was trained with never calls). Thresholds were fixed in `conf/reproduce_zoom.yaml` before the run; a claim "
-             "is reproduced when it holds for every seed.", "",
+             "is reproduced when it holds for every initialisation and seed.", "",
              "| claim | threshold | " + " | ".join(seeds) + " | verdict |", "|---|---|" + "---|" * len(seeds) + "---|"]  # fmt: skip
     for claim in claims:
         cells = [f"{claim.evidence.get(run, '-')} ({'holds' if claim.holds.get(run) else 'fails'})" for run in runs]
