@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,7 @@ def _values(overrides: list[str]) -> list[str]:
     return [override.split("=", 1)[1] for override in overrides if "=" in override]
 
 
-def fingerprints(stages: list[Stage], settings_of: Any = settings) -> dict[str, str]:
+def fingerprints(stages: list[Stage], settings_of: Callable[[Stage], str] = settings) -> dict[str, str]:
     """Each stage's fingerprint: a digest of its settings and of the fingerprints of the earlier
     stages it reads, so that a changed base makes its GRPO runs and their evaluations stale too."""
     prints: dict[str, str] = {}
