@@ -111,7 +111,7 @@ def render(cfg: Any, recipe: Recipe, stages: list[dict[str, Any]]) -> Path:
     lines = ["", "## The zoom tool in miniature (issue 31)", "",
              "Written by `make reproduce-zoom` (`src/reproduce.py --config-name reproduce_zoom`) from its own outputs. "
              f"Recipe: `{' '.join(recipe.overrides)}` (the label in any corner, both tools, each call priced by its "
-             f"visual tokens), {cfg.grpo.steps} GRPO steps from the base `{cfg.model}` "
+             f"visual tokens, a KL term to the base), {cfg.grpo.steps} GRPO steps from the base `{cfg.model}` "
              f"(`src/pretrain.py {' '.join(cfg.base.overrides)}`); the resize-only policy: the same data, pricing "
              "and steps with `tool=resize`, from its own base trained the same way with `tool=resize` (a base "
              "offered one tool less than it was trained with never calls). Thresholds were fixed in `conf/reproduce_zoom.yaml` before the run; a claim "
