@@ -84,7 +84,7 @@ bench: $(STAMP) ## Benchmarks (ours vs TRL, multi-turn cost, adaptive inference,
 reproduce: $(STAMP) ## VisionThink in miniature (~1 hour on 2 cores: 3 initialisations x 2 seeds) -> docs/reproduction.md; resumes
 	$(PY) src/reproduce.py $(ARGS)
 
-reproduce-zoom: $(STAMP) ## The zoom tool in miniature (~70 min: 2 initialisations x 2 bases, 2 seeds x zoom/resize-only) -> its section of docs/reproduction.md
+reproduce-zoom: $(STAMP) ## The zoom tool in miniature (~100 min: 2 initialisations x 2 bases, 2 seeds x zoom/resize-only, 200 steps) -> its section of docs/reproduction.md
 	$(PY) src/reproduce.py --config-name reproduce_zoom $(ARGS)
 
 test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite
