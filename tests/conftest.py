@@ -10,6 +10,10 @@ from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist each worker, and every process its tests start, computes on one thread: two
+# workers of two threads each would spin against each other on CI's 2 cores
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VISIONTHINK_ROOT", str(ROOT))
 
@@ -32,6 +36,20 @@ SMOKE_RUN = [
     "trainer.val_check_interval=4", "rollout.sampling.max_new_tokens=64", "rollout.val_sampling.max_new_tokens=64",
 ]  # fmt: skip
 SMALL_RESOLUTION = ResolutionPolicy(min_pixels=56 * 56, max_pixels=448 * 448, processor_min_pixels=56 * 56)
+
+
+# The tiers that need another environment or machine (each has its make target and conftest)
+TIER_FOLDERS = ("vllm_real", "lmms_eval_real", "slurm_real", "gpu_real")
+# pyproject's `timeout` (120 s) holds the fast tier, so that a slow test cannot hide in it; end-to-end
+# tests (marked slow) and the tiers' tests get this one
+END_TO_END_TIMEOUT = 900
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        in_tier = any(f"tests/{folder}/" in str(item.fspath) for folder in TIER_FOLDERS)
+        if (in_tier or item.get_closest_marker("slow")) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(END_TO_END_TIMEOUT))
 
 
 def skip_tier(items, folder: str, reason: str) -> None:
@@ -296,10 +314,36 @@ class NoSync:
 
 
 @pytest.fixture(scope="session")
-def sft_checkpoint(tmp_path_factory) -> Path:
+def sft_checkpoint(tiny_path) -> Path:
     """The tiny model after a short supervised cold start: it answers in the prompt's format
-    often enough for rewards (and so advantages) to vary."""
+    often enough for rewards (and so advantages) to vary. Trained once per content, like the tiny
+    models: cached under outputs/test_cache/ by a hash of the tiny model and of the code that
+    trains it, and built under a file lock, so that parallel workers and later runs share it."""
+    import hashlib
+    import inspect
+
+    from filelock import FileLock
+
+    from visionthink.data import synthetic
+    from visionthink.episode import builder, prompts
+    from visionthink.training import sft
+
+    recipe = [Path(tiny_path).name, inspect.getsource(train_sft_checkpoint)]
+    recipe += [inspect.getsource(module) for module in (sft, synthetic, builder, prompts)]
+    digest = hashlib.sha256("\n".join(recipe).encode()).hexdigest()[:12]
+    folder = ROOT / "outputs" / "test_cache" / f"sft-{digest}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "model" / "config.json").exists():
+            train_sft_checkpoint(folder)
+    return folder / "model"
+
+
+def train_sft_checkpoint(folder: Path) -> None:
+    """64 SFT steps of batch 8 on synthetic data; the model folder is written last (atomically)."""
     import functools
+    import shutil
+    import tempfile
 
     import lightning as L
     import torch
@@ -307,20 +351,58 @@ def sft_checkpoint(tmp_path_factory) -> Path:
     from visionthink.data.datamodule import DataSource, VisionThinkDataModule
     from visionthink.training.sft import SFTModule
 
-    root = tmp_path_factory.mktemp("sft")
-    data = write_synthetic(root / "data", SyntheticConfig(splits={"train": 512, "val": 8}))
-    L.seed_everything(0)
-    datamodule = VisionThinkDataModule(DataSource(str(data / "train")), batch_size=8, resolution=SMALL_RESOLUTION)
-    module = SFTModule(
-        ModelConfig(),
-        load_prompt("agent"),
-        SMALL_RESOLUTION,
-        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
-    )
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        use_distributed_sampler=False, enable_model_summary=False, gradient_clip_val=1.0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=datamodule)
-    module.export(str(root / "model"))
-    return root / "model"
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        data = write_synthetic(Path(scratch) / "data", SyntheticConfig(splits={"train": 512, "val": 8}))
+        L.seed_everything(0)
+        datamodule = VisionThinkDataModule(DataSource(str(data / "train")), batch_size=8, resolution=SMALL_RESOLUTION)
+        module = SFTModule(
+            ModelConfig(),
+            load_prompt("agent"),
+            SMALL_RESOLUTION,
+            optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+        )
+        trainer = L.Trainer(
+            accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            use_distributed_sampler=False, enable_model_summary=False, gradient_clip_val=1.0,
+        )  # fmt: skip
+        trainer.fit(module, datamodule=datamodule)
+        module.export(str(Path(scratch) / "model"))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        (Path(scratch) / "model").rename(folder / "model")
+
+
+def run_entry_point(capsys, monkeypatch, script: str, *overrides: str) -> tuple[int, str, str]:
+    """Run ``python src/<script> <overrides>`` in this process, as litgpt tests its scripts:
+    (exit code, stdout, stderr). What this saves is the process start-up (seconds of imports);
+    every entry point still runs as a real process in the slow tier."""
+    import logging
+    import runpy
+    import sys
+
+    path = str(ROOT / "src" / script)
+    monkeypatch.setattr(sys, "argv", [path, *overrides])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    capsys.readouterr()
+    code = 0
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except SystemExit as stopped:
+        code = stopped.code
+    finally:  # Hydra's handlers write to this test's captured output and to the run's folder
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    output = capsys.readouterr()
+    return code, output.out, output.err
+
+
+def start_up_error(capsys, monkeypatch, script: str, *overrides: str) -> str:
+    """The one line an entry point stops with on bad input (in this process): exit code 2 and an
+    ``error:`` line on stderr, no traceback."""
+    code, _, stderr = run_entry_point(capsys, monkeypatch, script, *overrides)
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return stderr.strip().splitlines()[-1]

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from conftest import ROOT, compose_train
+from conftest import ROOT, compose_train, start_up_error
 from visionthink.evaluation.runner import evaluate, result_key
 from visionthink.models import ModelConfig, load_policy
 from visionthink.models.loading import load_trained_policy
@@ -165,7 +165,6 @@ def test_evaluate_cli_logs_one_mlflow_run(tmp_path, synthetic_root):
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -175,21 +174,29 @@ def test_evaluate_cli_logs_one_mlflow_run(tmp_path, synthetic_root):
         (["benchmark.synthetic.columns.question=prompt"], "no column for 'question'; expected one of ['prompt']"),
     ],
 )
-def test_evaluate_cli_bad_input_exits_non_zero_and_writes_nothing(tmp_path, synthetic_root, args, message):
-    result = run_cli("evaluate.py", f"paths.outputs_dir={tmp_path}", f"paths.data_dir={tmp_path}",
-                     f"benchmark.synthetic.path={synthetic_root / 'train'}", "run_name=bad", *args)  # fmt: skip
-    assert result.returncode == 2 and message in result.stderr
+def test_evaluate_cli_bad_input_exits_non_zero_and_writes_nothing(
+    tmp_path, synthetic_root, capsys, monkeypatch, args, message
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    line = start_up_error(capsys, monkeypatch, "evaluate.py", f"paths.outputs_dir={tmp_path}",
+                          f"paths.data_dir={tmp_path}", f"benchmark.synthetic.path={synthetic_root / 'train'}",
+                          "run_name=bad", *args)  # fmt: skip
+    assert message in line
     assert not (tmp_path / "eval").exists()
 
 
-@pytest.mark.slow
-def test_evaluate_cli_names_a_corrupt_image(tmp_path, synthetic_root):
+def test_evaluate_cli_names_a_corrupt_image(tmp_path, capsys, monkeypatch):
     lmms_pope_parquet(tmp_path / "benchmarks" / "POPE" / "test", bad_image=True)
-    result = run_cli(
-        "evaluate.py", f"paths.outputs_dir={tmp_path}", f"paths.data_dir={tmp_path}", "benchmark=pope", "run_name=bad"
-    )
-    assert result.returncode == 2 and "sample 2" in result.stderr and "not a readable image" in result.stderr
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    line = start_up_error(capsys, monkeypatch, "evaluate.py", f"paths.outputs_dir={tmp_path}",
+                          f"paths.data_dir={tmp_path}", "benchmark=pope", "run_name=bad")  # fmt: skip
+    assert "sample 2" in line and "not a readable image" in line
     assert not (tmp_path / "eval" / "bad" / "results.json").exists()
+
+
+def test_infer_cli_names_a_missing_image(tmp_path, capsys, monkeypatch):
+    line = start_up_error(capsys, monkeypatch, "infer.py", f"image={tmp_path / 'none.png'}", "question=q")
+    assert "does not exist" in line
 
 
 @pytest.mark.slow
@@ -202,5 +209,3 @@ def test_infer_cli(tmp_path, samples):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["visual_tokens"]["first_view"] == 16 and report["visual_tokens"]["always_high_res"] == 64
     assert len(report["turns"]) >= 1 and "used_high_res" in report
-    missing = run_cli("infer.py", f"image={tmp_path / 'none.png'}", "question=q")
-    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -6,16 +6,14 @@ folder (Qwen2.5-VL's runs are in test_train_e2e.py, test_evaluate.py and test_re
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, load_config_node, tiny_family_path
-from train_runs import environment, run
+from conftest import load_config_node, run_entry_point, tiny_family_path
+from train_runs import run
 from visionthink.models import ModelConfig, load_policy, load_processor
 from visionthink.models.loading import load_trained_policy
 
@@ -23,16 +21,18 @@ pytestmark = pytest.mark.slow
 MODEL_CLASSES = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_5": "Qwen3_5ForConditionalGeneration"}
 
 
-def entry_point(tmp_path, family: str, script: str, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "src" / script), f"model=tiny_{family}",
-               f"paths.outputs_dir={tmp_path / 'outputs'}", *args]  # fmt: skip
-    result = subprocess.run(command, env=environment(tmp_path), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 @pytest.mark.parametrize("family", sorted(MODEL_CLASSES))
-def test_every_entry_point_runs_on_the_family_s_tiny_model(tmp_path, family):
+def test_every_entry_point_runs_on_the_family_s_tiny_model(tmp_path, capsys, monkeypatch, family):
+    """Training runs as a process; the other entry points, which run as processes on the tiny
+    Qwen2.5-VL elsewhere in this tier, run in this one (their imports are what a process adds)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def entry_point(script: str, *args: str) -> str:
+        code, stdout, stderr = run_entry_point(capsys, monkeypatch, script, f"model=tiny_{family}",
+                                               f"paths.outputs_dir={tmp_path / 'outputs'}", *args)  # fmt: skip
+        assert code == 0, stdout[-3000:] + stderr[-3000:]
+        return stdout
+
     tiny_path = tiny_family_path(family)
     # The entropy bonus moves the adapters whatever the untrained model's rewards
     run(tmp_path, "run", f"model=tiny_{family}", "model.lora.rank=4", "grpo.entropy_coef=0.01",
@@ -49,12 +49,12 @@ def test_every_entry_point_runs_on_the_family_s_tiny_model(tmp_path, family):
     assert all(torch.allclose(value, merged[name], atol=1e-6) for name, value in exported.state_dict().items())
     assert any(not torch.equal(merged[name], initial[name]) for name in initial)
 
-    entry_point(tmp_path, family, "export.py", f"checkpoint={checkpoint}", f"output={tmp_path / 'exported'}")
+    entry_point("export.py", f"checkpoint={checkpoint}", f"output={tmp_path / 'exported'}")
     assert json.loads((tmp_path / "exported" / "config.json").read_text())["model_type"] == family
     video = json.loads((tmp_path / "exported" / "video_preprocessor_config.json").read_text())
     assert video["video_processor_type"] == "Qwen3VLVideoProcessor" and video["patch_size"] == 16
 
-    entry_point(tmp_path, family, "evaluate.py", f"checkpoint={checkpoint}", f"paths.data_dir={tmp_path / 'data'}",
+    entry_point("evaluate.py", f"checkpoint={checkpoint}", f"paths.data_dir={tmp_path / 'data'}",
                 "benchmark.synthetic.limit=4", "eval.max_new_tokens=8", "run_name=run")  # fmt: skip
     results = json.loads((tmp_path / "outputs" / "eval" / "run" / "results.json").read_text())["synthetic"]
     # Token counts follow the processor's 32 px units: the 112 px low view of a 224 px image is
@@ -67,14 +67,14 @@ def test_every_entry_point_runs_on_the_family_s_tiny_model(tmp_path, family):
     image = tmp_path / "q.png"
     Image.new("RGB", (224, 224), (200, 40, 40)).save(image)
     report = json.loads(
-        entry_point(tmp_path, family, "infer.py", f"model.name_or_path={tmp_path / 'exported'}", f"image={image}",
-                    "question=What colour is it?", "json=true", "max_new_tokens=8").stdout.strip().splitlines()[-1]
+        entry_point("infer.py", f"model.name_or_path={tmp_path / 'exported'}", f"image={image}",
+                    "question=What colour is it?", "json=true", "max_new_tokens=8").strip().splitlines()[-1]
     )  # fmt: skip
     # 16 px patches: a visual token covers 32 x 32 px (Qwen2.5-VL: 28 x 28), whatever the resolution policy
     processor = load_processor(str(tmp_path / "exported"))
     assert processor.image_processor.patch_size * processor.image_processor.merge_size == 32
     assert report["visual_tokens"]["always_high_res"] == synthetic.views(Image.open(image)).high.visual_tokens
 
-    entry_point(tmp_path, family, "select_data.py", f"paths.data_dir={tmp_path / 'data'}", "data.train.limit=6",
+    entry_point("select_data.py", f"paths.data_dir={tmp_path / 'data'}", "data.train.limit=6",
                 "selection.rollouts=2", "selection.max_new_tokens=8", "selection.shard_size=6", "run_name=run")  # fmt: skip
     assert json.loads((tmp_path / "outputs" / "select" / "run" / "summary.json").read_text())["samples"] == 6

@@ -19,7 +19,15 @@ import torch
 from PIL import Image
 
 from chat_server import ChatServer, completion
-from conftest import ROOT, SMALL_RESOLUTION, SMOKE_RUN, answer_turn, load_config_node, train_in_process
+from conftest import (
+    ROOT,
+    SMALL_RESOLUTION,
+    SMOKE_RUN,
+    answer_turn,
+    load_config_node,
+    start_up_error,
+    train_in_process,
+)
 from train_runs import environment, history, mlflow_run, train_command
 from visionthink.data.images import ImageLoadError, load_image
 from visionthink.data.sample import Sample
@@ -369,12 +377,10 @@ def test_a_judge_that_fails_after_start_up_stops_the_run_and_saves_it(tmp_path):
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
 
 
-@pytest.mark.slow
-def test_an_unreachable_tracking_server_stops_before_the_model_loads_and_leaves_nothing(tmp_path):
-    env = {**environment(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+def test_an_unreachable_tracking_server_stops_before_the_model_loads_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     started = time.monotonic()
-    result = train(tmp_path, "no_tracker", env=env)
-    line = one_error_line(result)
+    line = start_up_error(capsys, monkeypatch, "train.py", *train_command(tmp_path, "no_tracker")[2:])
     assert "the MLflow tracking server at http://127.0.0.1:9 does not answer" in line
     assert time.monotonic() - started < 60
     assert not run_dir(tmp_path, "no_tracker").exists()
