@@ -90,9 +90,10 @@ reproduce-zoom: $(STAMP) ## The zoom tool in miniature (~100 min: 2 initialisati
 # Tests run in 2 pytest-xdist workers (CI has 2 cores; each worker's torch takes 1 thread, tests/conftest.py),
 # a test file per worker so that a module's fixtures are built once
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-# The slow tier's tests mostly wait on the processes they start (imports, start-up, rank rendezvous):
-# 3 workers keep 2 cores busy; worksteal evens out the long reproduction tests at the end
-PYTEST_PARALLEL_SLOW ?= -n 3 --dist worksteal
+# The slow tier's tests wait on the processes they start (imports, rank rendezvous): 3 workers keep
+# 2 cores busy. loadgroup keeps a file marked xdist_group on one worker (its module fixtures once);
+# the longest tests go first (tests/conftest.py)
+PYTEST_PARALLEL_SLOW ?= -n 3 --dist loadgroup
 TIERS := --ignore=tests/vllm_real --ignore=tests/lmms_eval_real --ignore=tests/slurm_real --ignore=tests/gpu_real
 
 test: $(STAMP) $(JUDGE_GGUF) ## The test suite without its slow end-to-end runs (~6 min; prints the 25 slowest tests)

@@ -45,11 +45,29 @@ TIER_FOLDERS = ("vllm_real", "lmms_eval_real", "slurm_real", "gpu_real")
 END_TO_END_TIMEOUT = 900
 
 
+# The slow tier's longest tests (each a chain of real processes, minutes on 2 busy cores) run
+# first: a worker that came to one of them last would end the tier minutes after the others
+LONGEST_FIRST = (
+    "tests/test_reproduce.py::test_fast_reproduction",
+    "tests/test_reproduce.py::test_the_zoom_reproduction",
+    "tests/test_lora.py::test_a_lora_run",
+    "tests/test_distributed.py::test_two_process_ddp",
+    "tests/test_train_e2e.py::test_resume_after_sigkill",
+    "tests/test_long_runs.py::test_a_cut_short_checkpoint",
+    "tests/test_families_e2e.py::",
+)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         in_tier = any(f"tests/{folder}/" in str(item.fspath) for folder in TIER_FOLDERS)
         if (in_tier or item.get_closest_marker("slow")) and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(END_TO_END_TIMEOUT))
+
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order
 
 
 def skip_tier(items, folder: str, reason: str) -> None:

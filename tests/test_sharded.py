@@ -23,6 +23,10 @@ from train_runs import scripted_run
 from visionthink.models import ModelConfig, load_policy
 from visionthink.models.loading import checkpoint_policy
 
+# One worker runs this file under `make test-slow` (xdist's loadgroup): its one-process references
+# (module fixtures, a training run each) are then built once
+pytestmark = pytest.mark.xdist_group("sharded")
+
 COMMON = [
     # Two backward passes per optimizer step (4 rollouts per group, 2 per micro-batch)
     "grpo.drop_zero_variance_groups=true", "grpo.micro_batch_size=2",
